@@ -1,0 +1,74 @@
+"""The application factory: `create_app(settings)` builds one complete server and touches no globals."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import socketio
+from aiohttp import web
+
+from . import api
+from .auth import create_auth
+from .broker import create_broker
+from .config import Settings
+from .fanout import Fanout
+from .presence import MemoryPresence
+from .sockets import Sockets
+from .typedefs import AUTH, BROKER, FANOUT, PRESENCE, SETTINGS, SIO, SOCKETS
+
+log = logging.getLogger(__name__)
+
+
+def _cors(settings: Settings) -> str | list[str] | None:
+    """Same-origin when unset; `*` for any origin; else the listed origins."""
+    if not settings.cors_origins:
+        return None
+    return "*" if "*" in settings.cors_origins else list(settings.cors_origins)
+
+
+def create_socket_server(settings: Settings) -> socketio.AsyncServer:
+    return socketio.AsyncServer(
+        async_mode="aiohttp",
+        cors_allowed_origins=_cors(settings),
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        max_http_buffer_size=settings.max_socket_message_bytes,
+        logger=logging.getLogger("socketio"),
+        engineio_logger=logging.getLogger("engineio"),
+    )
+
+
+async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    broker = app[BROKER]
+    await broker.start(app[FANOUT].deliver)
+    yield
+    await broker.close()
+
+
+async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[AUTH].close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the whole server: sockets at `/socket.io/`, the push API under `/api/`, the demo if asked."""
+    app = web.Application(middlewares=[api.error_middleware])
+    sio = create_socket_server(settings)
+    sio.attach(app)
+    app[SETTINGS] = settings
+    app[SIO] = sio
+    app[AUTH] = create_auth(settings)
+    app[BROKER] = create_broker(settings)
+    app[PRESENCE] = MemoryPresence()
+    app[FANOUT] = Fanout(sio)
+    app[SOCKETS] = Sockets(sio, app[AUTH], app[PRESENCE], app[BROKER], app[FANOUT])
+    app[SOCKETS].register()
+    api.setup_routes(app)
+    if settings.demo:
+        from . import demo
+
+        demo.setup_routes(app)
+    app.cleanup_ctx.append(_broker_ctx)
+    app.cleanup_ctx.append(_auth_ctx)
+    return app

@@ -1,0 +1,212 @@
+"""Who a socket is and which rooms it may join: JWT checked locally, or Linen's backend callback.
+
+Two backends behind one interface, chosen by configuration:
+
+- `JwtAuth` (default) verifies a token with PyJWT. Algorithms come from configuration, never from the
+  token. `sub` is the user; the optional `rooms` claim lists room names or fnmatch patterns.
+- `CallbackAuth` asks the Linen Next.js backend (`AUTH_SERVICE_URL`): `/api/jwt/who` on connect,
+  `/api/jwt/can` on join. Bodies go as JSON text with content type `text/plain`, because those routes
+  `JSON.parse` the raw body. Definite answers are cached briefly; a timeout or an error means no.
+
+Both raise `AuthError` with the code a client sees in `connect_error` data.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import jwt
+
+from .config import Settings
+from .errors import AuthError
+from .rooms import Room, RoomKind, is_valid_id
+
+log = logging.getLogger(__name__)
+
+TOKEN_MISSING = "token_missing"
+TOKEN_INVALID = "token_invalid"
+TOKEN_EXPIRED = "token_expired"
+UNAUTHORIZED = "unauthorized"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated user. `room_patterns` is None when the backend decides each join."""
+
+    user_id: str
+    room_patterns: tuple[str, ...] | None = None
+
+
+class Auth:
+    """The interface: authenticate a token, decide a join. Personal rooms are decided here for all."""
+
+    async def authenticate(self, token: object) -> Identity:
+        if not isinstance(token, str) or not token:
+            raise AuthError(TOKEN_MISSING)
+        return await self._authenticate(token)
+
+    async def may_join(self, identity: Identity, room: Room) -> bool:
+        if room.kind is RoomKind.USER:
+            return room.id == identity.user_id
+        return await self._may_join(identity, room)
+
+    async def close(self) -> None:
+        """Release what the backend holds (HTTP connections)."""
+
+    async def _authenticate(self, token: str) -> Identity:
+        raise NotImplementedError
+
+    async def _may_join(self, identity: Identity, room: Room) -> bool:
+        raise NotImplementedError
+
+
+class JwtAuth(Auth):
+    """Local verification with PyJWT.
+
+    :param settings: gives the secret or public key, the pinned algorithms, and the audience and
+                     issuer to check when they are set.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        key = settings.jwt_secret or settings.jwt_public_key
+        if not key:
+            raise ValueError("JwtAuth needs a secret or a public key")
+        self._key = key
+        self._algorithms = list(settings.jwt_algorithms)
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+
+    async def _authenticate(self, token: str) -> Identity:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["sub", "exp"], "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(TOKEN_EXPIRED) from None
+        except jwt.InvalidTokenError:
+            raise AuthError(TOKEN_INVALID) from None
+        user_id: str = claims.get("sub")
+        patterns = claims.get("rooms", [])
+        if not is_valid_id(user_id):
+            raise AuthError(TOKEN_INVALID)
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            raise AuthError(TOKEN_INVALID)
+        return Identity(user_id, tuple(patterns))
+
+    async def _may_join(self, identity: Identity, room: Room) -> bool:
+        patterns = identity.room_patterns or ()
+        return any(fnmatch.fnmatchcase(room.name, p) for p in patterns)
+
+
+class _TtlCache:
+    """A small bounded cache of definite answers; the oldest entries go first when it is full."""
+
+    def __init__(self, seconds: float, size: int = 10_000) -> None:
+        self._seconds = seconds
+        self._size = size
+        self._entries: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> Any:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires < time.monotonic():
+            del self._entries[key]
+            return None
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        if self._seconds <= 0:
+            return
+        if len(self._entries) >= self._size:
+            for old in list(self._entries)[: self._size // 10 or 1]:
+                del self._entries[old]
+        self._entries[key] = (time.monotonic() + self._seconds, value)
+
+
+class CallbackAuth(Auth):
+    """Linen's backend decides: `/api/jwt/who` names the user, `/api/jwt/can` allows each join.
+
+    :param settings: gives `AUTH_SERVICE_URL`, the service key sent as `push_token`, the cache time
+                     and the request timeout.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.auth_service_url:
+            raise ValueError("CallbackAuth needs AUTH_SERVICE_URL")
+        self._url = settings.auth_service_url
+        self._service_key = settings.service_key
+        self._timeout = aiohttp.ClientTimeout(total=settings.auth_timeout_seconds)
+        self._cache = _TtlCache(settings.auth_cache_seconds)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _post(self, path: str, body: dict[str, str], headers: dict[str, str]) -> tuple[int, str] | None:
+        """POST a JSON text body; the status and text, or None on a timeout or a network error."""
+        headers = {"Content-Type": "text/plain;charset=UTF-8", **headers}
+        try:
+            async with self._client().post(self._url + path, data=json.dumps(body), headers=headers) as resp:
+                return resp.status, await resp.text()
+        except (TimeoutError, aiohttp.ClientError, UnicodeDecodeError) as exc:
+            log.warning("auth service %s failed: %s", path, type(exc).__name__)
+            return None
+
+    async def _authenticate(self, token: str) -> Identity:
+        key = ("who", hashlib.sha256(token.encode()).hexdigest())
+        user_id = self._cache.get(key)
+        if user_id is None:
+            answer = await self._post(
+                "/api/jwt/who", {"push_token": self._service_key}, {"Authorization": f"Bearer {token}"}
+            )
+            if answer is None:
+                raise AuthError(UNAUTHORIZED)
+            status, text = answer
+            user_id = text.strip() if status == 200 else ""
+            if status == 200 and not is_valid_id(user_id):
+                log.warning("auth service named a user id that is not valid; refusing")
+                user_id = ""
+            self._cache.put(key, user_id)
+        if not user_id:
+            raise AuthError(UNAUTHORIZED)
+        return Identity(user_id)
+
+    async def _may_join(self, identity: Identity, room: Room) -> bool:
+        key = ("can", identity.user_id, room.name)
+        allowed = self._cache.get(key)
+        if allowed is None:
+            body = {
+                "push_token": self._service_key,
+                "current_user": identity.user_id,
+                room.kind.value: room.id,
+            }
+            answer = await self._post("/api/jwt/can", body, {})
+            if answer is None:
+                return False
+            allowed = answer[0] == 200
+            self._cache.put(key, allowed)
+        return bool(allowed)
+
+
+def create_auth(settings: Settings) -> Auth:
+    return CallbackAuth(settings) if settings.callback_auth else JwtAuth(settings)

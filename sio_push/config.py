@@ -1,0 +1,176 @@
+"""Settings, read from the environment once by the entry point and checked as a whole.
+
+Every problem is collected and reported together (the server then exits with status 2), so a
+deployment is fixed in one round instead of one error at a time.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+MIN_SECRET_BYTES = 32
+DEV_SERVICE_KEY = "dev-push-service-key-not-for-production"
+_ASYMMETRIC = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+_SYMMETRIC = {"HS256", "HS384", "HS512"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server is configured with. Build it with `load_settings` or directly in tests."""
+
+    service_key: str
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    auth_service_url: str | None = None
+    auth_cache_seconds: float = 10.0
+    auth_timeout_seconds: float = 5.0
+    host: str = "0.0.0.0"
+    port: int = 4000
+    redis_url: str | None = None
+    recovery_seconds: float = 120.0
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 1024 * 1024
+    max_socket_message_bytes: int = 64 * 1024
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    log_level: str = "INFO"
+    log_format: str = "text"
+    dev: bool = False
+    demo: bool = False
+    dev_notes: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def callback_auth(self) -> bool:
+        return self.auth_service_url is not None
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _number(env: Mapping[str, str], name: str, default: float, problems: list[str], *, minimum: float = 0) -> float:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        problems.append(f"{name} must be a number, got {raw!r}")
+        return default
+    if value < minimum:
+        problems.append(f"{name} must be at least {minimum:g}, got {raw!r}")
+        return default
+    return value
+
+
+def _read_key(value: str, problems: list[str]) -> str | None:
+    """A PEM key given inline or as the path of a file that holds it."""
+    if value.lstrip().startswith("-----BEGIN"):
+        return value.replace("\\n", "\n")
+    path = Path(value)
+    try:
+        return path.read_text()
+    except OSError as exc:
+        problems.append(f"PUSH_JWT_PUBLIC_KEY is neither a PEM key nor a readable file ({exc.strerror})")
+        return None
+
+
+def load_settings(env: Mapping[str, str], *, dev: bool = False, demo: bool = False) -> Settings:
+    """Read and check the settings; raise ConfigError listing every problem found."""
+    problems: list[str] = []
+    notes: list[str] = []
+    dev = dev or demo
+
+    service_key = _text(env, "PUSH_SERVICE_KEY")
+    if service_key is None:
+        if dev:
+            service_key = DEV_SERVICE_KEY
+            notes.append("PUSH_SERVICE_KEY is unset: using the well-known development key")
+        else:
+            problems.append("PUSH_SERVICE_KEY is required (the secret shared with the backend)")
+
+    auth_service_url = _text(env, "AUTH_SERVICE_URL")
+    if auth_service_url is not None:
+        auth_service_url = auth_service_url.rstrip("/")
+        if not auth_service_url.startswith(("http://", "https://")):
+            problems.append(f"AUTH_SERVICE_URL must be an http(s) URL, got {auth_service_url!r}")
+
+    jwt_secret = _text(env, "PUSH_JWT_SECRET")
+    raw_public_key = _text(env, "PUSH_JWT_PUBLIC_KEY")
+    jwt_public_key = _read_key(raw_public_key, problems) if raw_public_key else None
+    if jwt_secret and jwt_public_key:
+        problems.append("set PUSH_JWT_SECRET or PUSH_JWT_PUBLIC_KEY, not both")
+    if jwt_secret is not None and len(jwt_secret.encode()) < MIN_SECRET_BYTES:
+        problems.append(f"PUSH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
+    if auth_service_url is None and not jwt_secret and not raw_public_key:
+        if dev:
+            jwt_secret = secrets.token_urlsafe(48)
+            notes.append("PUSH_JWT_SECRET is unset: minted a throwaway secret (tokens die with the process)")
+        else:
+            problems.append("set PUSH_JWT_SECRET (HS256) or PUSH_JWT_PUBLIC_KEY (RS256/ES256), or AUTH_SERVICE_URL")
+
+    raw_algorithms = _text(env, "PUSH_JWT_ALGORITHMS")
+    if raw_algorithms is None:
+        algorithms: tuple[str, ...] = ("RS256",) if jwt_public_key else ("HS256",)
+    else:
+        algorithms = tuple(a.strip() for a in raw_algorithms.split(",") if a.strip())
+        allowed = _ASYMMETRIC if raw_public_key else _SYMMETRIC
+        bad = [a for a in algorithms if a not in allowed]
+        if bad or not algorithms:
+            kind = "a public key" if raw_public_key else "a shared secret"
+            problems.append(
+                f"PUSH_JWT_ALGORITHMS has {', '.join(bad) or 'nothing'}; with {kind} use {', '.join(sorted(allowed))}"
+            )
+
+    port = _number(env, "PORT", 4000, problems)
+    if not (0 <= port <= 65535) or port != int(port):
+        problems.append(f"PORT must be a whole number from 0 to 65535, got {env.get('PORT')!r}")
+
+    redis_url = _text(env, "PUSH_REDIS_URL")
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append(f"PUSH_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {redis_url!r}")
+
+    log_format = (_text(env, "PUSH_LOG_FORMAT") or "text").lower()
+    if log_format not in ("text", "json"):
+        problems.append(f"PUSH_LOG_FORMAT must be text or json, got {log_format!r}")
+    log_level = (_text(env, "PUSH_LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append(f"PUSH_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+    cors = _text(env, "PUSH_CORS_ORIGINS")
+    settings = Settings(
+        service_key=service_key or "",
+        jwt_secret=jwt_secret,
+        jwt_public_key=jwt_public_key,
+        jwt_algorithms=algorithms,
+        jwt_audience=_text(env, "PUSH_JWT_AUDIENCE"),
+        jwt_issuer=_text(env, "PUSH_JWT_ISSUER"),
+        auth_service_url=auth_service_url,
+        auth_cache_seconds=_number(env, "PUSH_AUTH_CACHE_SECONDS", 10, problems),
+        auth_timeout_seconds=_number(env, "PUSH_AUTH_TIMEOUT_SECONDS", 5, problems, minimum=0.1),
+        host=_text(env, "PUSH_HOST") or ("127.0.0.1" if dev else "0.0.0.0"),
+        port=int(port) if 0 <= port <= 65535 else 4000,
+        redis_url=redis_url,
+        recovery_seconds=_number(env, "PUSH_RECOVERY_SECONDS", 120, problems),
+        cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()) if cors else (),
+        max_body_bytes=int(_number(env, "PUSH_MAX_BODY_BYTES", 1024 * 1024, problems, minimum=1024)),
+        ping_interval=_number(env, "PUSH_PING_INTERVAL", 25, problems, minimum=1),
+        ping_timeout=_number(env, "PUSH_PING_TIMEOUT", 20, problems, minimum=1),
+        log_level=log_level,
+        log_format=log_format,
+        dev=dev,
+        demo=demo,
+        dev_notes=tuple(notes),
+    )
+    if problems:
+        raise ConfigError(problems)
+    return settings
