@@ -163,7 +163,10 @@ class CallbackAuth(Auth):
             await self._session.close()
 
     async def _post(self, path: str, body: dict[str, str], headers: dict[str, str]) -> tuple[int, str] | None:
-        """POST a JSON text body; the status and text, or None on a timeout or a network error."""
+        """POST a JSON text body; the status and text, or None on a timeout or a network error.
+
+        Only definite answers (below 500) are cached: an error or a timeout is asked again next time.
+        """
         headers = {"Content-Type": "text/plain;charset=UTF-8", **headers}
         try:
             async with self._client().post(self._url + path, data=json.dumps(body), headers=headers) as resp:
@@ -186,7 +189,8 @@ class CallbackAuth(Auth):
             if status == 200 and not is_valid_id(user_id):
                 log.warning("auth service named a user id that is not valid; refusing")
                 user_id = ""
-            self._cache.put(key, user_id)
+            if status < 500:
+                self._cache.put(key, user_id)
         if not user_id:
             raise AuthError(UNAUTHORIZED)
         return Identity(user_id)
@@ -204,7 +208,8 @@ class CallbackAuth(Auth):
             if answer is None:
                 return False
             allowed = answer[0] == 200
-            self._cache.put(key, allowed)
+            if answer[0] < 500:
+                self._cache.put(key, allowed)
         return bool(allowed)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import INCLUDE, Schema, ValidationError, fields, validates_schema
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from .rooms import is_valid_id, parse_room
 
@@ -67,6 +67,6 @@ class UserSchema(_PushSchema):
 
 
 class EmitSchema(_PushSchema):
-    rooms = fields.List(fields.String(validate=_check_room), required=True, validate=lambda r: len(r) > 0)
-    event = fields.String(required=True, validate=[lambda e: 0 < len(e) <= 128, _check_event])
+    rooms = fields.List(fields.String(validate=_check_room), required=True, validate=validate.Length(min=1, max=1000))
+    event = fields.String(required=True, validate=[validate.Length(min=1, max=128), _check_event])
     data = fields.Raw(required=True, allow_none=True)

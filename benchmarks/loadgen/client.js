@@ -4,7 +4,22 @@
 // CONNECT with auth, one `join` with ack, ping/pong, and counting `new_msg` deliveries without parsing
 // the whole JSON of each (the sequence number is read in place from the raw bytes).
 
-const WebSocket = require('ws');
+const { WsClient } = require('./wsframe');
+
+/** The websocket under each client: our lean one by default, the `ws` library to compare with. */
+function openSocket(url, handlers) {
+  const { hostname, port, pathname, search } = new URL(url);
+  if (process.env.LOADGEN_WEBSOCKET !== 'ws') {
+    return new WsClient({ host: hostname, port: Number(port), path: pathname + search }, handlers);
+  }
+  const WebSocket = require('ws'); // eslint-disable-line global-require
+  const ws = new WebSocket(url, { perMessageDeflate: false, skipUTF8Validation: true });
+  ws.on('open', handlers.onOpen);
+  ws.on('message', handlers.onMessage);
+  ws.on('error', (err) => handlers.onClose(`error: ${err.code || err.message}`));
+  ws.on('close', () => handlers.onClose('closed'));
+  return ws;
+}
 
 const NEW_MSG_PREFIX = Buffer.from('42["new_msg",');
 const SEQ_KEY = Buffer.from('"seq":');
@@ -86,14 +101,14 @@ class RawClient {
         reject: (err) => { clearTimeout(timer); reject(err); },
       };
       this.state = 'opening';
-      const ws = new WebSocket(this.url, { perMessageDeflate: false, skipUTF8Validation: true });
-      this.ws = ws;
-      ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
-      ws.on('error', (err) => this.fail(err));
-      ws.on('close', () => {
-        if (this.state === 'joined' && !this.closing) this.tally.unexpectedCloses += 1;
-        this.fail(new Error(`closed in state ${this.state}`));
-        this.state = 'closed';
+      this.ws = openSocket(this.url, {
+        onOpen: () => {},
+        onMessage: (buf, isBinary) => this.onFrame(buf, isBinary),
+        onClose: (reason) => {
+          if (this.state === 'joined' && !this.closing) this.tally.unexpectedCloses += 1;
+          this.fail(new Error(`${reason} in state ${this.state}`));
+          this.state = 'closed';
+        },
       });
     });
   }

@@ -61,6 +61,8 @@ class Meter {
     return {
       wall_s: wallS,
       cpu_s: cpuS,
+      user_s: cpu.user / 1e6,
+      sys_s: cpu.system / 1e6,
       cpu_pct: wallS > 0 ? (100 * cpuS) / wallS : 0,
       event_loop_utilization: performance.eventLoopUtilization(this.elu).utilization,
     };

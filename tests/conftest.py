@@ -1,0 +1,178 @@
+"""Real servers on 127.0.0.1 with free ports, real clients, tokens minted with pyjwt in the test."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+import socketio
+from aiohttp import web
+
+from sio_push.app import create_app
+from sio_push.config import Settings
+
+SECRET = "test-secret-that-is-long-enough-for-hs256!"
+SERVICE_KEY = "test-service-key-0123456789"
+TIMEOUT = 5.0
+
+
+def make_token(sub: str = "alice", *, rooms: list[str] | None = None, ttl: float = 300, **claims: Any) -> str:
+    payload: dict[str, Any] = {"sub": sub, "exp": int(time.time() + ttl), **claims}
+    if rooms is not None:
+        payload["rooms"] = rooms
+    return jwt.encode(payload, SECRET, algorithm="HS256")
+
+
+ALL_ROOMS = ["room:*"]
+
+
+class Server:
+    """A running sio-push on 127.0.0.1 with a free port."""
+
+    def __init__(self, app: web.Application, runner: web.AppRunner, port: int) -> None:
+        self.app = app
+        self.runner = runner
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def post(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http:
+            if body is not None:
+                kwargs["json"] = body
+            async with http.post(self.url + path, **kwargs) as resp:
+                text = await resp.text()
+                try:
+                    return resp.status, await resp.json(content_type=None)
+                except ValueError:
+                    return resp.status, text
+
+    async def push(self, path: str, **fields: Any) -> tuple[int, Any]:
+        return await self.post(path, {"token": SERVICE_KEY, **fields})
+
+
+async def start_server(settings: Settings) -> Server:
+    app = create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return Server(app, runner, port)
+
+
+def base_settings(**overrides: Any) -> Settings:
+    settings = Settings(service_key=SERVICE_KEY, jwt_secret=SECRET, host="127.0.0.1", port=0)
+    return dataclasses.replace(settings, **overrides)
+
+
+@pytest.fixture
+async def make_server() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
+    servers: list[Server] = []
+
+    async def factory(**overrides: Any) -> Server:
+        server = await start_server(base_settings(**overrides))
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        await server.runner.cleanup()
+
+
+@pytest.fixture
+async def server(make_server: Callable[..., Awaitable[Server]]) -> Server:
+    return await make_server()
+
+
+class Client:
+    """A real `socketio.AsyncClient` whose every received event lands in a queue."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False, **kwargs)
+        self.events: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
+        self.connect_errors: asyncio.Queue[Any] = asyncio.Queue()
+        self.sio.on("*", self._on_event)
+        self.sio.on("connect_error", self._on_connect_error)
+
+    async def _on_event(self, event: str, *args: Any) -> None:
+        self.events.put_nowait((event, args))
+
+    async def _on_connect_error(self, data: Any) -> None:
+        self.connect_errors.put_nowait(data)
+
+    async def connect(self, server: Server, token: str | None = None, **kwargs: Any) -> None:
+        auth = {"token": token} if token is not None else None
+        kwargs.setdefault("transports", ["websocket"])
+        await self.sio.connect(server.url, auth=auth, wait_timeout=TIMEOUT, **kwargs)
+
+    async def refused(self, server: Server, token: str | None = None, **kwargs: Any) -> Any:
+        """Connect expecting a refusal; the `data` of the CONNECT_ERROR (`{"code": ...}`)."""
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await self.connect(server, token, **kwargs)
+        error = await asyncio.wait_for(self.connect_errors.get(), TIMEOUT)
+        assert error["message"] == error["data"]["code"]
+        return error["data"]
+
+    async def call(self, event: str, *args: Any) -> Any:
+        data = args if len(args) > 1 else args[0] if args else None
+        return await self.sio.call(event, data, timeout=TIMEOUT)
+
+    async def join(self, room: str) -> Any:
+        return await self.call("join", room)
+
+    async def next(self, *names: str) -> tuple[str, tuple[Any, ...]]:
+        """The next received event, skipping those not named (when names are given)."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            event, args = await asyncio.wait_for(self.events.get(), max(remaining, 0.001))
+            if not names or event in names:
+                return event, args
+
+    async def next_msg(self) -> Any:
+        return (await self.next("new_msg"))[1][0]
+
+    def drain(self, *names: str) -> list[tuple[str, tuple[Any, ...]]]:
+        """What has arrived so far and is not yet read (of the named events, when given)."""
+        out = []
+        while not self.events.empty():
+            event, args = self.events.get_nowait()
+            if not names or event in names:
+                out.append((event, args))
+        return out
+
+    async def close(self) -> None:
+        if self.sio.connected:
+            await self.sio.disconnect()
+
+
+@pytest.fixture
+async def client_factory() -> AsyncIterator[Callable[[], Client]]:
+    clients: list[Client] = []
+
+    def factory(**kwargs: Any) -> Client:
+        client = Client(**kwargs)
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def connect(
+    client_factory: Callable[[], Client],
+) -> Callable[..., Awaitable[Client]]:
+    async def factory(server: Server, sub: str = "alice", rooms: list[str] | None = None, **kwargs: Any) -> Client:
+        client = client_factory()
+        await client.connect(server, make_token(sub, rooms=ALL_ROOMS if rooms is None else rooms), **kwargs)
+        return client
+
+    return factory

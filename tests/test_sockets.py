@@ -1,0 +1,185 @@
+"""Client events end to end: join, leave, typing, presence, and bad input that never costs a connection."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import Client, make_token
+
+
+async def test_join_with_string_or_object_payload(server, connect):
+    client = await connect(server)
+    assert await client.join("room:lobby:a") == {"ok": True, "room": "room:lobby:a"}
+    assert await client.call("join", {"room": "room:topic:b"}) == {"ok": True, "room": "room:topic:b"}
+
+
+async def test_join_is_decided_by_the_rooms_claim(server, connect):
+    client = await connect(server, rooms=["room:lobby:*", "room:topic:t1"])
+    assert (await client.join("room:lobby:any"))["ok"] is True
+    assert (await client.join("room:topic:t1"))["ok"] is True
+    assert await client.join("room:topic:t2") == {"ok": False, "error": "unauthorized"}
+    assert await client.join("room:community") == {"ok": False, "error": "unauthorized"}
+
+
+async def test_token_without_rooms_claim_may_only_join_its_own_room(server, client_factory):
+    client = client_factory()
+    await client.connect(server, make_token("erin"))
+    assert await client.join("room:lobby:a") == {"ok": False, "error": "unauthorized"}
+    assert await client.join("user:erin") == {"ok": True, "room": "user:erin"}
+
+
+async def test_forbidden_room_is_refused_and_nothing_arrives(server, connect):
+    client = await connect(server, rooms=["room:lobby:open"])
+    assert await client.join("room:lobby:secret") == {"ok": False, "error": "unauthorized"}
+    await client.join("room:lobby:open")
+    await server.push("/api/channel", channel_id="secret", n=1)
+    await server.push("/api/channel", channel_id="open", n=2)
+    assert (await client.next_msg())["n"] == 2
+
+
+async def test_other_users_personal_room_is_refused(server, connect):
+    client = await connect(server, "alice", rooms=["*"])
+    assert await client.join("user:bob") == {"ok": False, "error": "unauthorized"}
+    assert await client.join("user:alice") == {"ok": True, "room": "user:alice"}
+
+
+@pytest.mark.parametrize("payload", ["lobby", "room:lobby:", "room:topic", "user:", "room:lobby:a b", 42, None, [1]])
+async def test_invalid_room_names_are_refused(server, connect, payload):
+    client = await connect(server)
+    assert await client.call("join", payload) == {"ok": False, "error": "invalid_room"}
+    assert await client.call("leave", payload) == {"ok": False, "error": "invalid_room"}
+
+
+async def test_join_twice_and_leave_unjoined_are_ok(server, connect):
+    client = await connect(server)
+    assert (await client.join("room:lobby:a"))["ok"]
+    assert (await client.join("room:lobby:a"))["ok"]
+    assert (await client.call("leave", "room:lobby:zzz"))["ok"]
+
+
+async def test_leave_stops_delivery(server, connect):
+    client = await connect(server)
+    await client.join("room:lobby:a")
+    await client.join("room:lobby:b")
+    assert await client.call("leave", {"room": "room:lobby:a"}) == {"ok": True, "room": "room:lobby:a"}
+    await server.push("/api/channel", channel_id="a", n=1)
+    await server.push("/api/channel", channel_id="b", n=2)
+    assert (await client.next_msg())["n"] == 2
+
+
+async def test_leaving_own_room_stops_personal_delivery_until_rejoined(server, connect):
+    client = await connect(server, "frank")
+    await client.join("room:lobby:sentinel")
+    assert (await client.call("leave", "user:frank"))["ok"]
+    await server.push("/api/user", user_id="frank", n=1)
+    await server.push("/api/channel", channel_id="sentinel", n=2)
+    assert (await client.next_msg())["n"] == 2
+    assert (await client.join("user:frank"))["ok"]
+    await server.push("/api/user", user_id="frank", n=3)
+    assert (await client.next_msg())["n"] == 3
+
+
+@pytest.mark.parametrize(
+    ("event", "args"),
+    [
+        ("broadcast", ({"room": "room:lobby:a", "text": "hi"},)),
+        ("new_msg", ({"channel_id": "a"},)),
+        ("join", ()),
+        ("join", ("room:lobby:a", "extra")),
+        ("user:typing", ("not a dict",)),
+        ("user:typing", ({"room": "room:lobby:a", "typing": "yes"},)),
+    ],
+)
+async def test_malformed_and_unknown_events_get_error_acks_and_keep_the_connection(server, connect, event, args):
+    client = await connect(server)
+    answer = await client.call(event, *args)
+    assert answer["ok"] is False and isinstance(answer["error"], str)
+    assert (await client.join("room:lobby:still-here"))["ok"]
+
+
+async def test_clients_cannot_broadcast(server, connect):
+    sender = await connect(server, "mallory")
+    receiver = await connect(server, "bob")
+    await sender.join("room:lobby:a")
+    await receiver.join("room:lobby:a")
+    await sender.sio.emit("new_msg", {"channel_id": "a", "text": "spoof"})
+    assert await sender.call("broadcast", {"room": "room:lobby:a"}) == {"ok": False, "error": "unknown_event"}
+    await server.push("/api/channel", channel_id="a", n=1)
+    assert await receiver.next_msg() == {"channel_id": "a", "n": 1}
+
+
+async def test_garbage_socketio_packets_do_not_crash_the_connection(server, connect):
+    client: Client = await connect(server)
+    for raw in ("2garbage", "2[", '2["join"', "9", "2{}", '21["join","room:lobby:x"]'):
+        await client.sio.eio.send(raw)
+    assert (await client.join("room:lobby:ok"))["ok"]
+
+
+async def test_typing_updates_presence_meta_and_keeps_online_at(server, connect):
+    alice = await connect(server, "alice")
+    bob = await connect(server, "bob")
+    await alice.join("room:topic:t")
+    _, (state,) = await alice.next("presence_state")
+    online_at = state["state"]["alice"]["metas"][0]["online_at"]
+    await bob.join("room:topic:t")
+    await alice.next("presence_diff")  # alice's own join
+    await alice.next("presence_diff")  # bob's join
+    assert await alice.call("user:typing", {"room": "room:topic:t", "typing": True, "username": "Alice"}) == {
+        "ok": True
+    }
+    _, (diff,) = await bob.next("presence_diff")
+    while "alice" not in diff["joins"]:
+        _, (diff,) = await bob.next("presence_diff")
+    meta = diff["joins"]["alice"]["metas"][0]
+    assert meta["typing"] is True and meta["username"] == "Alice" and meta["online_at"] == online_at
+    assert diff["leaves"]["alice"]["metas"][0]["phx_ref"] == meta["phx_ref_prev"]
+
+
+async def test_typing_in_unjoined_room_is_refused_and_sends_nothing(server, connect):
+    alice = await connect(server, "alice")
+    bob = await connect(server, "bob")
+    await bob.join("room:topic:t")
+    assert await alice.call("user:typing", {"room": "room:topic:t", "typing": True, "username": "A"}) == {
+        "ok": False,
+        "error": "not_joined",
+    }
+    await alice.join("room:topic:t")  # the next diff bob sees is this join, not a typing update
+    _, (diff,) = await bob.next("presence_diff")
+    while "bob" in diff["joins"]:
+        _, (diff,) = await bob.next("presence_diff")
+    assert "typing" not in diff["joins"]["alice"]["metas"][0]
+
+
+async def test_presence_state_and_diffs_with_two_tabs(server, connect):
+    watcher = await connect(server, "watcher")
+    await watcher.join("room:community1")
+    _, (state,) = await watcher.next("presence_state")
+    assert state == {"room": "room:community1", "state": {"watcher": {"metas": [state["state"]["watcher"]["metas"][0]]}}}
+    await watcher.next("presence_diff")
+    tab1 = await connect(server, "gina")
+    tab2 = await connect(server, "gina")
+    await tab1.join("room:community1")
+    await tab2.join("room:community1")
+    _, (state,) = await tab2.next("presence_state")
+    assert len(state["state"]["gina"]["metas"]) == 2
+    for _ in range(2):
+        _, (diff,) = await watcher.next("presence_diff")
+        assert list(diff["joins"]) == ["gina"] and diff["leaves"] == {} and diff["room"] == "room:community1"
+    await tab1.close()
+    _, (diff,) = await watcher.next("presence_diff")
+    assert list(diff["leaves"]) == ["gina"] and diff["joins"] == {}
+    await tab2.call("leave", "room:community1")
+    _, (diff,) = await watcher.next("presence_diff")
+    assert list(diff["leaves"]) == ["gina"]
+    newcomer = await connect(server, "hank")
+    await newcomer.join("room:community1")
+    _, (state,) = await newcomer.next("presence_state")
+    assert set(state["state"]) == {"watcher", "hank"}
+
+
+async def test_no_presence_in_personal_rooms(server, connect):
+    client = await connect(server, "ivy")
+    await client.join("user:ivy")
+    await client.join("room:lobby:sentinel")
+    event, (payload,) = await client.next()
+    assert event == "presence_state" and payload["room"] == "room:lobby:sentinel"
