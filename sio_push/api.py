@@ -114,7 +114,8 @@ def _json_error(cls: type[web.HTTPException], **fields: Any) -> web.HTTPExceptio
     return cls(text=json.dumps({"status": status, **fields}), content_type="application/json")
 
 
-async def _publish(request: web.Request, rooms: list[str], event: str, data: Any) -> web.Response:
+async def publish(request: web.Request, rooms: list[str], event: str, data: Any) -> web.Response:
+    """Hand one push to the broker and answer 200 with its rooms (and offset), or 503 if the broker can't take it."""
     rooms = list(dict.fromkeys(rooms))
     try:
         offset = await request.app[BROKER].publish(Push(tuple(rooms), event, data))
@@ -138,20 +139,20 @@ async def post_message(request: web.Request) -> web.Response:
         rooms.append(room_for(RoomKind.LOBBY, body["channel_id"]))
     if body.get("thread_id"):
         rooms.append(room_for(RoomKind.TOPIC, body["thread_id"]))
-    return await _publish(request, rooms, "new_msg", _payload(body))
+    return await publish(request, rooms, "new_msg", _payload(body))
 
 
 def _single_room(schema: Schema, kind: RoomKind) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         body = await read_push(request, schema)
-        return await _publish(request, [room_for(kind, body[kind.value])], "new_msg", _payload(body))
+        return await publish(request, [room_for(kind, body[kind.value])], "new_msg", _payload(body))
 
     return handler
 
 
 async def post_emit(request: web.Request) -> web.Response:
     body = await read_push(request, EmitSchema())
-    return await _publish(request, body["rooms"], body["event"], body["data"])
+    return await publish(request, body["rooms"], body["event"], body["data"])
 
 
 async def get_health(request: web.Request) -> web.Response:

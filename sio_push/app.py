@@ -66,9 +66,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SOCKETS].register()
     api.setup_routes(app)
     if settings.demo:
-        from . import demo
+        from .demo import setup_routes as setup_demo_routes
 
-        demo.setup_routes(app)
+        setup_demo_routes(app)
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     return app

@@ -6,7 +6,8 @@ Two backends behind one interface, chosen by configuration:
   token. `sub` is the user; the optional `rooms` claim lists room names or fnmatch patterns.
 - `CallbackAuth` asks the Linen Next.js backend (`AUTH_SERVICE_URL`): `/api/jwt/who` on connect,
   `/api/jwt/can` on join. Bodies go as JSON text with content type `text/plain`, because those routes
-  `JSON.parse` the raw body. Definite answers are cached briefly; a timeout or an error means no.
+  `JSON.parse` the raw body. Definite answers (below 500) are cached briefly; a timeout or an error
+  means no and is asked again next time.
 
 Both raise `AuthError` with the code a client sees in `connect_error` data.
 """
@@ -97,9 +98,9 @@ class JwtAuth(Auth):
             raise AuthError(TOKEN_EXPIRED) from None
         except jwt.InvalidTokenError:
             raise AuthError(TOKEN_INVALID) from None
-        user_id: str = claims.get("sub")
+        user_id = claims.get("sub")
         patterns = claims.get("rooms", [])
-        if not is_valid_id(user_id):
+        if not isinstance(user_id, str) or not is_valid_id(user_id):
             raise AuthError(TOKEN_INVALID)
         if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
             raise AuthError(TOKEN_INVALID)
@@ -163,10 +164,7 @@ class CallbackAuth(Auth):
             await self._session.close()
 
     async def _post(self, path: str, body: dict[str, str], headers: dict[str, str]) -> tuple[int, str] | None:
-        """POST a JSON text body; the status and text, or None on a timeout or a network error.
-
-        Only definite answers (below 500) are cached: an error or a timeout is asked again next time.
-        """
+        """POST a JSON text body; the status and text, or None on a timeout or a network error."""
         headers = {"Content-Type": "text/plain;charset=UTF-8", **headers}
         try:
             async with self._client().post(self._url + path, data=json.dumps(body), headers=headers) as resp:

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
 from .errors import ConfigError
 
 MIN_SECRET_BYTES = 32
@@ -73,15 +75,21 @@ def _number(env: Mapping[str, str], name: str, default: float, problems: list[st
 
 
 def _read_key(value: str, problems: list[str]) -> str | None:
-    """A PEM key given inline or as the path of a file that holds it."""
+    """A PEM public key given inline (newlines may be written `\\n`) or as the path of a file holding it."""
     if value.lstrip().startswith("-----BEGIN"):
-        return value.replace("\\n", "\n")
-    path = Path(value)
+        pem = value.replace("\\n", "\n")
+    else:
+        try:
+            pem = Path(value).read_text()
+        except OSError as exc:
+            problems.append(f"PUSH_JWT_PUBLIC_KEY is neither a PEM key nor a readable file ({exc.strerror})")
+            return None
     try:
-        return path.read_text()
-    except OSError as exc:
-        problems.append(f"PUSH_JWT_PUBLIC_KEY is neither a PEM key nor a readable file ({exc.strerror})")
+        serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError):
+        problems.append("PUSH_JWT_PUBLIC_KEY does not hold a PEM public key")
         return None
+    return pem
 
 
 def load_settings(env: Mapping[str, str], *, dev: bool = False, demo: bool = False) -> Settings:

@@ -69,7 +69,7 @@ async def test_emit_sends_any_event_with_data_as_one_argument(server, connect):
     data = {"token": "not-the-key-this-is-data", "list": [1, 2]}
     status, _ = await server.push("/api/emit", rooms=["room:c1", "user:alice"], event="reaction", data=data)
     assert status == 200
-    event, args = await client.next("reaction")
+    _, args = await client.next("reaction")
     assert args == (data,)
 
 
@@ -131,8 +131,19 @@ async def test_bad_body_is_400_with_field_errors(server, path, body, field):
 
 
 @pytest.mark.parametrize(
-    "event", ["connect", "connect_error", "disconnect", "disconnecting", "presence_state", "presence_diff",
-              "socket.io", "socket.io:x", "phx_reply", "phx_join"]
+    "event",
+    [
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "presence_state",
+        "presence_diff",
+        "socket.io",
+        "socket.io:x",
+        "phx_reply",
+        "phx_join",
+    ],
 )
 async def test_reserved_events_are_refused(server, event):
     status, answer = await server.push("/api/emit", rooms=["room:a"], event=event, data={})

@@ -22,6 +22,7 @@ class FakeLinen:
         self.calls: list[tuple[str, dict[str, Any], str]] = []
         self.slow = False
         self.broken = False
+        self.url = ""
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         raw = await request.text()
@@ -59,7 +60,7 @@ async def linen():
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"  # type: ignore[attr-defined]
+    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     yield fake
     await runner.cleanup()
 

@@ -52,9 +52,7 @@ async def test_alg_none_and_unconfigured_algorithms_are_refused(server, client_f
 
 async def test_token_in_query_parameter_is_accepted(server, client_factory):
     client = client_factory()
-    await client.sio.connect(
-        f"{server.url}?token={make_token('bob')}", transports=["websocket"], wait_timeout=5
-    )
+    await client.sio.connect(f"{server.url}?token={make_token('bob')}", transports=["websocket"], wait_timeout=5)
     assert client.sio.connected
 
 
@@ -78,9 +76,11 @@ async def test_audience_and_issuer_are_checked_when_configured(make_server, clie
 
 
 def _pem(key) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @pytest.mark.parametrize(

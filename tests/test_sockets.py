@@ -154,7 +154,10 @@ async def test_presence_state_and_diffs_with_two_tabs(server, connect):
     watcher = await connect(server, "watcher")
     await watcher.join("room:community1")
     _, (state,) = await watcher.next("presence_state")
-    assert state == {"room": "room:community1", "state": {"watcher": {"metas": [state["state"]["watcher"]["metas"][0]]}}}
+    assert state == {
+        "room": "room:community1",
+        "state": {"watcher": {"metas": [state["state"]["watcher"]["metas"][0]]}},
+    }
     await watcher.next("presence_diff")
     tab1 = await connect(server, "gina")
     tab2 = await connect(server, "gina")

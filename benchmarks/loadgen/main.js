@@ -4,8 +4,9 @@
 // the harness in JSON lines on stdout:
 //   {"event":"window_start"} / {"event":"window_end"}   the measured window (the harness samples the
 //                                                       server's CPU time at both)
-//   {"event":"ready", ...}                              memory scenario: sockets are up and idle; the
-//                                                       harness answers with a line on stdin to release
+//   {"event":"checkpoint","name":...}                   memory scenario: measure now (the baseline,
+//                                                       then with every socket joined and idle); the
+//                                                       harness answers with a line on stdin
 //   {"event":"result", ...}                             the figures, the checks and our own CPU time
 //   {"event":"error", "message": ...}                   then exit 1
 
@@ -24,6 +25,7 @@ const DEFAULTS = {
   push_concurrency: 4, // POSTs in flight during a burst
   rate: 20, // pushes per second (latency; it sends `pushes` of them)
   payload_bytes: 500,
+  warmup_sockets: 100, // memory: connected and closed before the baseline
   connect_timeout_s: 30,
   idle_timeout_s: 15, // give up waiting for deliveries after this long without one
   quiet_ms: 300, // the sockets are settled when nothing arrived for this long
@@ -69,13 +71,13 @@ class Meter {
   }
 }
 
-function makeClients(tally, count) {
+function makeClients(tally, count, prefix = 'bench') {
   const url = `ws://${cfg.host}:${cfg.port}/socket.io/?EIO=4&transport=websocket`;
   const room = `room:lobby:${cfg.channel}`;
   const exp = Math.floor(Date.now() / 1000) + 3600;
   const clients = [];
   for (let i = 0; i < count; i += 1) {
-    const token = jwt.sign({ sub: `bench-${i}`, exp, rooms: ['room:lobby:*'] }, cfg.secret, { algorithm: 'HS256' });
+    const token = jwt.sign({ sub: `${prefix}-${i}`, exp, rooms: ['room:lobby:*'] }, cfg.secret, { algorithm: 'HS256' });
     clients.push(new RawClient(i, url, token, room, tally, cfg.channel));
   }
   return clients;
@@ -186,19 +188,25 @@ async function runConnect(tally) {
   };
 }
 
+/** Emits a checkpoint and waits for the harness to answer with a line on stdin (it measures then). */
+function checkpoint(lines, name, extra) {
+  emit({ event: 'checkpoint', name, ...extra });
+  return lines.next();
+}
+
 async function runMemory(tally) {
+  const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  // A few sockets come and go first, so that what a server sets up lazily on its first connections is
+  // in the baseline and not counted as per-socket memory.
+  const warmup = makeClients(new Tally(0), Math.min(cfg.warmup_sockets, cfg.sockets), 'warmup');
+  const warm = await connectAll(warmup);
+  for (const c of warmup) c.close();
+  await checkpoint(lines, 'baseline', { warmup_connected: warm.connected });
   const clients = makeClients(tally, cfg.sockets);
   const conn = await connectAll(clients);
   await waitQuiet(tally);
-  const rl = readline.createInterface({ input: process.stdin });
-  const released = new Promise((resolve) => {
-    rl.once('line', resolve);
-    rl.once('close', resolve);
-  });
-  emit({ event: 'ready', connected: conn.connected });
-  await released;
-  rl.close();
-  const result = { ...conn, ...checks(tally, clients, 0, null) };
+  await checkpoint(lines, 'loaded', { connected: conn.connected });
+  const result = { ...conn, ...checks(tally, clients, 0, null), warmup_failures: warm.connect_failures };
   for (const c of clients) c.close();
   return result;
 }
