@@ -46,6 +46,20 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     await broker.close()
 
 
+async def _drain(app: web.Application) -> None:
+    """On shutdown, close every transport so that clients reconnect (to another process) at once.
+
+    An Engine.IO close, not a Socket.IO disconnect: the latter tells socket.io-client not to reconnect.
+    """
+    eio = app[SIO].eio
+    sockets = list(eio.sockets.values())
+    for socket in sockets:
+        await socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
+    if sockets:
+        log.info("closed %d sockets for shutdown", len(sockets))
+    await app[SIO].shutdown()
+
+
 async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[AUTH].close()
@@ -69,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
         from .demo import setup_routes as setup_demo_routes
 
         setup_demo_routes(app)
+    app.on_shutdown.append(_drain)
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     return app

@@ -9,6 +9,7 @@ import pytest
 from playwright.async_api import async_playwright, expect
 
 CHROMIUM = os.environ.get("PUSH_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_CHROMIUM = os.path.exists(CHROMIUM)
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -22,7 +23,7 @@ ARGS = [
 
 @pytest.fixture
 async def browser():
-    if not os.path.exists(CHROMIUM):
+    if not HAVE_CHROMIUM:
         pytest.fail(f"Chromium is needed at {CHROMIUM} (Debian package 'chromium'; .ci/run installs it)")
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
