@@ -26,6 +26,7 @@ const socket = io(url, {
   transports: (process.env.TRANSPORTS || "websocket,polling").split(","),
   reconnectionDelay: Number(process.env.RECONNECTION_DELAY || 1000),
   reconnectionDelayMax: Number(process.env.RECONNECTION_DELAY || 5000),
+  randomizationFactor: process.env.RECONNECTION_DELAY ? 0 : 0.5,
 });
 
 const ack = (what, room) => (answer) => print({ event: "ack", what, room, answer });

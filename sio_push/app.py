@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 
-import socketio
 from aiohttp import web
 
 from . import api
@@ -14,6 +14,8 @@ from .broker import create_broker
 from .config import Settings
 from .fanout import Fanout
 from .presence import MemoryPresence
+from .recovery import create_sessions
+from .server import PushServer
 from .sockets import Sockets
 from .typedefs import AUTH, BROKER, FANOUT, PRESENCE, SETTINGS, SIO, SOCKETS
 
@@ -27,8 +29,8 @@ def _cors(settings: Settings) -> str | list[str] | None:
     return "*" if "*" in settings.cors_origins else list(settings.cors_origins)
 
 
-def create_socket_server(settings: Settings) -> socketio.AsyncServer:
-    return socketio.AsyncServer(
+def create_socket_server(settings: Settings) -> PushServer:
+    return PushServer(
         async_mode="aiohttp",
         cors_allowed_origins=_cors(settings),
         ping_interval=settings.ping_interval,
@@ -76,7 +78,13 @@ def create_app(settings: Settings) -> web.Application:
     app[BROKER] = create_broker(settings)
     app[PRESENCE] = MemoryPresence()
     app[FANOUT] = Fanout(sio)
-    app[SOCKETS] = Sockets(sio, app[AUTH], app[PRESENCE], app[BROKER], app[FANOUT])
+    node = secrets.token_hex(6)
+    sessions = (
+        create_sessions(settings.recovery_seconds, settings.redis_url, settings.redis_prefix)
+        if settings.recovery_seconds > 0
+        else None
+    )
+    app[SOCKETS] = Sockets(sio, app[AUTH], app[PRESENCE], app[BROKER], app[FANOUT], sessions, node)
     app[SOCKETS].register()
     api.setup_routes(app)
     if settings.demo:

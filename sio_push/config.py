@@ -37,7 +37,9 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 4000
     redis_url: str | None = None
+    redis_prefix: str = "sio-push:"
     recovery_seconds: float = 120.0
+    recovery_log_size: int = 100_000
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1024 * 1024
     max_socket_message_bytes: int = 64 * 1024
@@ -168,7 +170,9 @@ def load_settings(env: Mapping[str, str], *, dev: bool = False, demo: bool = Fal
         host=_text(env, "PUSH_HOST") or ("127.0.0.1" if dev else "0.0.0.0"),
         port=int(port) if 0 <= port <= 65535 else 4000,
         redis_url=redis_url,
+        redis_prefix=_text(env, "PUSH_REDIS_PREFIX") or "sio-push:",
         recovery_seconds=_number(env, "PUSH_RECOVERY_SECONDS", 120, problems),
+        recovery_log_size=int(_number(env, "PUSH_RECOVERY_MAX_EVENTS", 100_000, problems, minimum=1)),
         cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()) if cors else (),
         max_body_bytes=int(_number(env, "PUSH_MAX_BODY_BYTES", 1024 * 1024, problems, minimum=1024)),
         ping_interval=_number(env, "PUSH_PING_INTERVAL", 25, problems, minimum=1),

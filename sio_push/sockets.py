@@ -1,24 +1,28 @@
-"""The Socket.IO side: connect with a token, join and leave rooms, typing. Clients never broadcast.
+"""The Socket.IO side: connect with a token (recovering a dropped session), join and leave rooms, typing.
 
-Every handler answers bad input with an error acknowledgement (`{"ok": false, "error": ...}`) and a log
-line; none of them lets an exception reach python-socketio, so a bad client never costs a connection
-or the server.
+Clients never broadcast. Every handler answers bad input with an error acknowledgement
+(`{"ok": false, "error": ...}`) and a log line; none lets an exception reach python-socketio, so a bad
+client never costs a connection or the server.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs
 
-import socketio
+from socketio import exceptions
 
 from .auth import Auth, Identity
-from .broker import Broker, Push
+from .broker import Broker, Missed, Push
 from .errors import AuthError, BrokerUnavailable
-from .fanout import Fanout
+from .fanout import NAMESPACE, Fanout
 from .presence import Presence
+from .recovery import Session, SessionStore
 from .rooms import Room, parse_room, user_room
+from .server import PushServer
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +33,9 @@ def _error(code: str) -> Ack:
     return {"ok": False, "error": code}
 
 
-def _token(environ: dict[str, Any], auth: object) -> object:
+def _token(environ: dict[str, Any], auth: dict[str, Any]) -> object:
     """The token from the CONNECT auth payload, else from the `token` query parameter."""
-    if isinstance(auth, dict) and "token" in auth:
+    if "token" in auth:
         return auth["token"]
     values = parse_qs(environ.get("QUERY_STRING", "")).get("token")
     return values[0] if values else None
@@ -45,27 +49,53 @@ def _room_name(args: tuple[Any, ...]) -> object:
     return arg.get("room") if isinstance(arg, dict) else arg
 
 
+@dataclass(slots=True)
+class _Conn:
+    identity: Identity
+    session: Session | None  # None when recovery is off, or once a reconnect took the session over
+
+
+@dataclass(frozen=True, slots=True)
+class _Restored:
+    session: Session
+    rooms: list[Room]
+    missed: Missed
+
+
 class Sockets:
-    """The event handlers of namespace "/".
+    """The connect path and the event handlers of namespace "/".
 
     :param sio: the server to register on.
     :param auth: decides connects and joins.
     :param presence: tracks who is in each `room:*` room.
-    :param broker: carries presence diffs to every process.
-    :param fanout: sends `presence_state` to one socket.
+    :param broker: carries presence diffs to every process, and holds the log recovery replays.
+    :param fanout: writes to this process's sockets.
+    :param sessions: where recoverable sessions are kept; None turns recovery off.
+    :param node: this process's id, recorded in its sessions.
     """
 
-    def __init__(self, sio: socketio.AsyncServer, auth: Auth, presence: Presence, broker: Broker, fanout: Fanout):
+    def __init__(
+        self,
+        sio: PushServer,
+        auth: Auth,
+        presence: Presence,
+        broker: Broker,
+        fanout: Fanout,
+        sessions: SessionStore | None = None,
+        node: str = "",
+    ) -> None:
         self._sio = sio
         self._auth = auth
         self._presence = presence
         self._broker = broker
         self._fanout = fanout
-        self._identities: dict[str, Identity] = {}
+        self._sessions = sessions
+        self._node = node
+        self._conns: dict[str, _Conn] = {}
 
     def register(self) -> None:
+        self._sio.attach_sockets(self)
         on = self._sio.on
-        on("connect", self.connect)
         on("disconnect", self.disconnect)
         on("join", self.join)
         on("leave", self.leave)
@@ -74,68 +104,141 @@ class Sockets:
 
     @property
     def connected(self) -> int:
-        return len(self._identities)
+        return len(self._conns)
 
-    async def connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
+    async def open(self, eio_sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
+        """Authenticate a CONNECT, restore its session if it brings one, and set the socket up.
+
+        Raises `ConnectionRefusedError` with `{"code": ...}` for the client's `connect_error`.
+        """
         try:
             identity = await self._auth.authenticate(_token(environ, auth))
         except AuthError as exc:
             log.info("connect refused: %s", exc.code)
-            raise socketio.exceptions.ConnectionRefusedError(exc.code, {"code": exc.code}) from None
-        self._identities[sid] = identity
-        await self._sio.enter_room(sid, user_room(identity.user_id))
-        log.info("connected sid=%s user=%s", sid, identity.user_id)
+            raise exceptions.ConnectionRefusedError(exc.code, {"code": exc.code}) from None
+        sessions = self._sessions
+        restored = await self._restore(sessions, auth, identity) if sessions is not None else None
+        # No await from here to the end of the replay: the broker's position cannot move meanwhile, so
+        # every push is either in the replay or delivered live to the rooms joined here, never both.
+        if eio_sid not in self._sio.eio.sockets:
+            return
+        sid = restored.session.sid if restored else self._sio.eio.generate_id()
+        rooms = [room.name for room in restored.rooms] if restored else [user_room(identity.user_id)]
+        session = None
+        if sessions is not None:
+            pid = restored.session.pid if restored else secrets.token_urlsafe(16)
+            session = Session(
+                pid, sid, identity.user_id, tuple(rooms), self._broker.position, secrets.token_hex(8), self._node
+            )
+        self._sio.register(eio_sid, sid)
+        self._fanout.reply_connect(eio_sid, {"sid": sid, "pid": session.pid} if session else {"sid": sid})
+        for name in rooms:
+            self._sio.manager.basic_enter_room(sid, NAMESPACE, name)
+        for offset, push in restored.missed if restored else ():
+            self._fanout.write(eio_sid, self._fanout.encode(push.event, push.data, offset))
+        self._conns[sid] = _Conn(identity, session)
+
+        if restored:
+            for room in restored.rooms:
+                if room.has_presence:
+                    await self._track(room, sid, identity)
+            log.info("recovered sid=%s user=%s missed=%d", sid, identity.user_id, len(restored.missed))
+        else:
+            log.info("connected sid=%s user=%s", sid, identity.user_id)
+        if session is not None and sessions is not None:
+            await sessions.save(session)
+
+    async def _restore(self, sessions: SessionStore, auth: dict[str, Any], identity: Identity) -> _Restored | None:
+        """The session a reconnect brings back with `{pid, offset}`, and what it missed; None for a fresh one."""
+        pid, offset = auth.get("pid"), auth.get("offset")
+        if not isinstance(pid, str) or not pid:
+            return None
+        session = await sessions.claim(pid)
+        if session is None or session.user_id != identity.user_id:
+            log.info("recovery: no session to restore for user=%s", identity.user_id)
+            return None
+        if session.sid in self._conns:
+            await self._take_over(session.sid)
+        rooms = []
+        for name in session.rooms:
+            room = parse_room(name)
+            if room is not None and await self._auth.may_join(identity, room):
+                rooms.append(room)
+        after = offset if isinstance(offset, str) and offset else session.start
+        missed = await self._broker.replay(after, [room.name for room in rooms])
+        if missed is None:
+            log.info("recovery: the log no longer holds what sid=%s missed", session.sid)
+            return None
+        return _Restored(session, rooms, missed)
+
+    async def _take_over(self, sid: str) -> None:
+        """Close the old connection of a session that a reconnect claimed, without ending the session."""
+        self._conns[sid].session = None
+        eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        socket = self._sio.eio.sockets.get(eio_sid) if eio_sid else None
+        if socket is not None:
+            await socket.close(wait=False, abort=True, reason=self._sio.reason.SERVER_DISCONNECT)
+
+    def _rooms(self, sid: str) -> list[str]:
+        return [room for room in self._sio.manager.get_rooms(sid, NAMESPACE) if room != sid]
+
+    async def _save(self, sid: str) -> None:
+        conn = self._conns.get(sid)
+        if conn is not None and conn.session is not None and self._sessions is not None:
+            conn.session = replace(conn.session, rooms=tuple(self._rooms(sid)))
+            await self._sessions.save(conn.session)
 
     async def disconnect(self, sid: str, reason: object = None) -> None:
-        identity = self._identities.pop(sid, None)
-        if identity is None:
+        conn = self._conns.pop(sid, None)
+        if conn is None:
             return
-        for name in self._sio.rooms(sid):
+        for name in self._rooms(sid):
             room = parse_room(name)
             if room is not None and room.has_presence:
                 await self._untrack(room, sid)
-        log.info("disconnected sid=%s user=%s reason=%s", sid, identity.user_id, reason)
+        if conn.session is not None and self._sessions is not None:
+            await self._sessions.end(replace(conn.session, rooms=tuple(self._rooms(sid))))
+        log.info("disconnected sid=%s user=%s reason=%s", sid, conn.identity.user_id, reason)
 
     async def join(self, sid: str, *args: Any) -> Ack:
-        identity = self._identities.get(sid)
+        conn = self._conns.get(sid)
         room = parse_room(_room_name(args))
-        if identity is None:
+        if conn is None:
             return _error("not_connected")
         if room is None:
             log.info("join refused sid=%s: invalid_room", sid)
             return _error("invalid_room")
-        if room.name in self._sio.rooms(sid):
+        if room.name in self._rooms(sid):
             return {"ok": True, "room": room.name}
-        if not await self._auth.may_join(identity, room):
-            log.info("join refused sid=%s user=%s room=%s: unauthorized", sid, identity.user_id, room.name)
+        if not await self._auth.may_join(conn.identity, room):
+            log.info("join refused sid=%s user=%s room=%s: unauthorized", sid, conn.identity.user_id, room.name)
             return _error("unauthorized")
-        if sid not in self._identities:  # gone while the backend was deciding
+        if sid not in self._conns:  # gone while the backend was deciding
             return _error("not_connected")
-        await self._sio.enter_room(sid, room.name)
+        self._sio.manager.basic_enter_room(sid, NAMESPACE, room.name)
         if room.has_presence:
-            diff = await self._presence.join(room.name, identity.user_id, sid)
-            state = await self._presence.state(room.name)
-            await self._fanout.send_to(sid, "presence_state", {"room": room.name, "state": state})
-            await self._broadcast_diff(room, diff)
-        log.info("joined sid=%s user=%s room=%s", sid, identity.user_id, room.name)
+            await self._track(room, sid, conn.identity)
+        await self._save(sid)
+        log.info("joined sid=%s user=%s room=%s", sid, conn.identity.user_id, room.name)
         return {"ok": True, "room": room.name}
 
     async def leave(self, sid: str, *args: Any) -> Ack:
         room = parse_room(_room_name(args))
-        if sid not in self._identities:
+        if sid not in self._conns:
             return _error("not_connected")
         if room is None:
             return _error("invalid_room")
-        if room.name in self._sio.rooms(sid):
-            await self._sio.leave_room(sid, room.name)
+        if room.name in self._rooms(sid):
+            self._sio.manager.basic_leave_room(sid, NAMESPACE, room.name)
             if room.has_presence:
                 await self._untrack(room, sid)
+            await self._save(sid)
             log.info("left sid=%s room=%s", sid, room.name)
         return {"ok": True, "room": room.name}
 
     async def typing(self, sid: str, *args: Any) -> Ack:
         payload = args[0] if len(args) == 1 else None
-        if sid not in self._identities:
+        if sid not in self._conns:
             return _error("not_connected")
         if not isinstance(payload, dict):
             return _error("invalid_payload")
@@ -145,7 +248,7 @@ class Sockets:
             return _error("invalid_room")
         if not isinstance(typing, bool) or not isinstance(username, (str, type(None))):
             return _error("invalid_payload")
-        if room.name not in self._sio.rooms(sid):
+        if room.name not in self._rooms(sid):
             return _error("not_joined")
         if not room.has_presence:
             return _error("invalid_room")
@@ -160,6 +263,12 @@ class Sockets:
     async def unknown(self, event: str, sid: str, *args: Any) -> Ack:
         log.warning("unknown event %r from sid=%s ignored", event[:64], sid)
         return _error("unknown_event")
+
+    async def _track(self, room: Room, sid: str, identity: Identity) -> None:
+        diff = await self._presence.join(room.name, identity.user_id, sid)
+        state = await self._presence.state(room.name)
+        self._fanout.send_to(sid, "presence_state", {"room": room.name, "state": state})
+        await self._broadcast_diff(room, diff)
 
     async def _untrack(self, room: Room, sid: str) -> None:
         diff = await self._presence.leave(room.name, sid)

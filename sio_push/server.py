@@ -1,0 +1,54 @@
+"""python-socketio's AsyncServer with sio-push's own CONNECT path.
+
+Socket.IO's connection state recovery needs what python-socketio's connect path cannot give: a private
+`pid` in the CONNECT reply, a restored session keeping its old sid, and the missed pushes written right
+after the CONNECT reply and before anything newer. `_handle_connect` is replaced for that; everything else
+(Engine.IO, events, acks, rooms bookkeeping) stays python-socketio's.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import socketio
+from socketio import exceptions
+from socketio import packet as sio_packet
+
+if TYPE_CHECKING:
+    from .sockets import Sockets
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "/"
+
+
+class PushServer(socketio.AsyncServer):
+    """An AsyncServer whose connects are decided and set up by `Sockets` (see `attach_sockets`)."""
+
+    sockets: Sockets | None = None
+
+    def attach_sockets(self, sockets: Sockets) -> None:
+        self.sockets = sockets
+
+    async def _refuse(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        await self._send_packet(eio_sid, self.packet_class(sio_packet.CONNECT_ERROR, data=data, namespace=namespace))
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        namespace = namespace or NAMESPACE
+        if self.sockets is None or namespace != NAMESPACE:
+            await self._refuse(eio_sid, namespace, {"message": "Invalid namespace"})
+            return
+        if self.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is not None:
+            await self._refuse(eio_sid, namespace, {"message": "Already connected"})
+            return
+        auth = data if isinstance(data, dict) else {}
+        try:
+            await self.sockets.open(eio_sid, self.environ.get(eio_sid, {}), auth)
+        except exceptions.ConnectionRefusedError as exc:
+            await self._refuse(eio_sid, namespace, exc.error_args)
+
+    def register(self, eio_sid: str, sid: str) -> None:
+        """Make `sid` a connected socket of "/" on `eio_sid`, without yielding."""
+        self.manager.basic_enter_room(sid, NAMESPACE, None, eio_sid=eio_sid)
+        self.manager.basic_enter_room(sid, NAMESPACE, sid, eio_sid=eio_sid)
