@@ -20,7 +20,7 @@ from .broker import Push
 from .errors import BrokerUnavailable
 from .rooms import RoomKind, room_for
 from .schemas import ChannelSchema, CommunitySchema, EmitSchema, MessageSchema, UserSchema
-from .typedefs import BROKER, SETTINGS
+from .typedefs import ENGINE, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,11 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
     return None if size > limit else b"".join(chunks)
 
 
+def _refuse_constant(name: str) -> None:
+    """NaN and Infinity are not JSON; a browser could not parse them back."""
+    raise ValueError(name)
+
+
 def _bearer(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
@@ -90,7 +95,7 @@ async def read_push(request: web.Request, schema: Schema) -> dict[str, Any]:
         parse_error = "unsupported_media_type"
     else:
         try:
-            body = json.loads(raw) if raw else None
+            body = json.loads(raw, parse_constant=_refuse_constant) if raw else None
         except (ValueError, UnicodeDecodeError):
             parse_error = "invalid_json"
     key = _bearer(request)
@@ -118,7 +123,7 @@ async def publish(request: web.Request, rooms: list[str], event: str, data: Any)
     """Hand one push to the broker and answer 200 with its rooms (and offset), or 503 if the broker can't take it."""
     rooms = list(dict.fromkeys(rooms))
     try:
-        offset = await request.app[BROKER].publish(Push(tuple(rooms), event, data))
+        offset = await request.app[ENGINE].broker.publish(Push(tuple(rooms), event, data))
     except BrokerUnavailable:
         log.warning("push to %s not accepted: broker unavailable", ",".join(rooms))
         raise _json_error(web.HTTPServiceUnavailable, error="broker_unavailable") from None
@@ -156,7 +161,15 @@ async def post_emit(request: web.Request) -> web.Response:
 
 
 async def get_health(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
     return _answer(200)
+
+
+async def get_ready(request: web.Request) -> web.Response:
+    """Readiness: the broker can take a push now."""
+    if await request.app[ENGINE].broker.check():
+        return _answer(200)
+    return _answer(503, error="broker_unavailable")
 
 
 def setup_routes(app: web.Application) -> None:
@@ -166,3 +179,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/user", _single_room(UserSchema(), RoomKind.USER))
     app.router.add_post("/api/emit", post_emit)
     app.router.add_get("/api/health", get_health)
+    app.router.add_get("/api/ready", get_ready)

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from . import api
 from .auth import create_auth
-from .broker import create_broker
 from .config import Settings
+from .engine import create_engine
 from .fanout import Fanout
-from .presence import MemoryPresence
-from .recovery import create_sessions
 from .server import PushServer
 from .sockets import Sockets
-from .typedefs import AUTH, BROKER, FANOUT, PRESENCE, SETTINGS, SIO, SOCKETS
+from .typedefs import AUTH, ENGINE, SETTINGS, SIO, SOCKETS
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +38,16 @@ def create_socket_server(settings: Settings) -> PushServer:
     )
 
 
-async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
-    broker = app[BROKER]
-    await broker.start(app[FANOUT].deliver)
+async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    engine = app[ENGINE]
+    await engine.start(Fanout(app[SIO]).deliver)
     yield
-    await broker.close()
+    await engine.close()
+
+
+async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[AUTH].close()
 
 
 async def _drain(app: web.Application) -> None:
@@ -62,29 +64,17 @@ async def _drain(app: web.Application) -> None:
     await app[SIO].shutdown()
 
 
-async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
-    yield
-    await app[AUTH].close()
-
-
 def create_app(settings: Settings) -> web.Application:
     """Build the whole server: sockets at `/socket.io/`, the push API under `/api/`, the demo if asked."""
     app = web.Application(middlewares=[api.error_middleware])
     sio = create_socket_server(settings)
     sio.attach(app)
+    engine = create_engine(settings)
     app[SETTINGS] = settings
     app[SIO] = sio
     app[AUTH] = create_auth(settings)
-    app[BROKER] = create_broker(settings)
-    app[PRESENCE] = MemoryPresence()
-    app[FANOUT] = Fanout(sio)
-    node = secrets.token_hex(6)
-    sessions = (
-        create_sessions(settings.recovery_seconds, settings.redis_url, settings.redis_prefix)
-        if settings.recovery_seconds > 0
-        else None
-    )
-    app[SOCKETS] = Sockets(sio, app[AUTH], app[PRESENCE], app[BROKER], app[FANOUT], sessions, node)
+    app[ENGINE] = engine
+    app[SOCKETS] = Sockets(sio, app[AUTH], engine.presence, engine.broker, Fanout(sio), engine.sessions, engine.node_id)
     app[SOCKETS].register()
     api.setup_routes(app)
     if settings.demo:
@@ -92,6 +82,6 @@ def create_app(settings: Settings) -> web.Application:
 
         setup_demo_routes(app)
     app.on_shutdown.append(_drain)
-    app.cleanup_ctx.append(_broker_ctx)
+    app.cleanup_ctx.append(_engine_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     return app

@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Settings
-
 
 @dataclass(frozen=True, slots=True)
 class Push:
@@ -126,13 +124,3 @@ class MemoryBroker(Broker):
                 missed.append((str(number), push))
         missed.reverse()
         return missed
-
-
-def create_broker(settings: Settings) -> Broker:
-    """The broker `settings` ask for: Redis when `PUSH_REDIS_URL` is set, else memory."""
-    log_seconds = settings.recovery_seconds * 2 if settings.recovery_seconds else 0
-    if settings.redis_url:
-        from .redis_broker import RedisBroker
-
-        return RedisBroker(settings.redis_url, settings.redis_prefix, log_seconds, settings.recovery_log_size)
-    return MemoryBroker(log_seconds, settings.recovery_log_size)

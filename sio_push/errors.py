@@ -23,5 +23,9 @@ class AuthError(PushError):
         self.code = code
 
 
-class BrokerUnavailable(PushError):
+class BackendUnavailable(PushError):
+    """A shared backend (Redis) cannot be reached now."""
+
+
+class BrokerUnavailable(BackendUnavailable):
     """A push could not be handed to the broker; the backend may retry."""

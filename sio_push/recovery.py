@@ -103,11 +103,3 @@ class MemorySessions(SessionStore):
         self._expire()
         self._ended.pop(pid, None)
         return self._sessions.pop(pid, None)
-
-
-def create_sessions(window: float, redis_url: str | None = None, prefix: str = "") -> SessionStore:
-    if redis_url:
-        from .redis_sessions import RedisSessions
-
-        return RedisSessions(window, redis_url, prefix)
-    return MemorySessions(window)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs
@@ -17,7 +18,7 @@ from socketio import exceptions
 
 from .auth import Auth, Identity
 from .broker import Broker, Missed, Push
-from .errors import AuthError, BrokerUnavailable
+from .errors import AuthError, BackendUnavailable
 from .fanout import NAMESPACE, Fanout
 from .presence import Presence
 from .recovery import Session, SessionStore
@@ -146,7 +147,7 @@ class Sockets:
         else:
             log.info("connected sid=%s user=%s", sid, identity.user_id)
         if session is not None and sessions is not None:
-            await sessions.save(session)
+            await self._store(sessions.save, session)
 
     async def _restore(self, sessions: SessionStore, auth: dict[str, Any], identity: Identity) -> _Restored | None:
         """The session a reconnect brings back with `{pid, offset}`, and what it missed; None for a fresh one."""
@@ -186,7 +187,13 @@ class Sockets:
         conn = self._conns.get(sid)
         if conn is not None and conn.session is not None and self._sessions is not None:
             conn.session = replace(conn.session, rooms=tuple(self._rooms(sid)))
-            await self._sessions.save(conn.session)
+            await self._store(self._sessions.save, conn.session)
+
+    async def _store(self, write: Callable[[Session], Awaitable[None]], session: Session) -> None:
+        try:
+            await write(session)
+        except BackendUnavailable:
+            log.warning("session of sid=%s not stored: backend unavailable", session.sid)
 
     async def disconnect(self, sid: str, reason: object = None) -> None:
         conn = self._conns.pop(sid, None)
@@ -197,7 +204,7 @@ class Sockets:
             if room is not None and room.has_presence:
                 await self._untrack(room, sid)
         if conn.session is not None and self._sessions is not None:
-            await self._sessions.end(replace(conn.session, rooms=tuple(self._rooms(sid))))
+            await self._store(self._sessions.end, replace(conn.session, rooms=tuple(self._rooms(sid))))
         log.info("disconnected sid=%s user=%s reason=%s", sid, conn.identity.user_id, reason)
 
     async def join(self, sid: str, *args: Any) -> Ack:
@@ -255,7 +262,10 @@ class Sockets:
         changes: dict[str, Any] = {"typing": typing}
         if username is not None:
             changes["username"] = username[:128]
-        diff = await self._presence.update(room.name, sid, changes)
+        try:
+            diff = await self._presence.update(room.name, sid, changes)
+        except BackendUnavailable:
+            return _error("unavailable")
         if diff is not None:
             await self._broadcast_diff(room, diff)
         return {"ok": True}
@@ -265,18 +275,26 @@ class Sockets:
         return _error("unknown_event")
 
     async def _track(self, room: Room, sid: str, identity: Identity) -> None:
-        diff = await self._presence.join(room.name, identity.user_id, sid)
-        state = await self._presence.state(room.name)
+        try:
+            diff = await self._presence.join(room.name, identity.user_id, sid)
+            state = await self._presence.state(room.name)
+        except BackendUnavailable:
+            log.warning("presence in room=%s not tracked: backend unavailable", room.name)
+            return
         self._fanout.send_to(sid, "presence_state", {"room": room.name, "state": state})
         await self._broadcast_diff(room, diff)
 
     async def _untrack(self, room: Room, sid: str) -> None:
-        diff = await self._presence.leave(room.name, sid)
+        try:
+            diff = await self._presence.leave(room.name, sid)
+        except BackendUnavailable:
+            log.warning("presence in room=%s not untracked: backend unavailable", room.name)
+            return
         if diff is not None:
             await self._broadcast_diff(room, diff)
 
     async def _broadcast_diff(self, room: Room, diff: dict[str, Any]) -> None:
         try:
             await self._broker.publish(Push((room.name,), "presence_diff", {"room": room.name, **diff}, volatile=True))
-        except BrokerUnavailable:
+        except BackendUnavailable:
             log.warning("presence_diff for room=%s not sent: broker unavailable", room.name)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
+import socket
+import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -71,12 +75,68 @@ def base_settings(**overrides: Any) -> Settings:
     return dataclasses.replace(settings, **overrides)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A `redis-server` of the test's own on a free port, nothing kept on disk."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is needed (Debian package redis-server; .ci/run installs it)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer()
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(params=["memory"])
+def engine(request) -> str:
+    """Which engine the servers of a test run on; a module overrides it to run on both."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def make_server() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
+async def make_server(request, engine: str) -> AsyncIterator[Callable[..., Awaitable[Server]]]:
     servers: list[Server] = []
+    engine_settings: dict[str, Any] = {}
+    if engine == "redis":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        engine_settings = {"redis_url": redis.url, "redis_prefix": f"test-{uuid.uuid4().hex[:8]}:"}
 
     async def factory(**overrides: Any) -> Server:
-        server = await start_server(base_settings(**overrides))
+        server = await start_server(base_settings(**{**engine_settings, **overrides}))
         servers.append(server)
         return server
 

@@ -9,6 +9,12 @@ import pytest
 
 from .conftest import SERVICE_KEY
 
+
+@pytest.fixture(params=["memory", "redis"])
+def engine(request) -> str:
+    return str(request.param)
+
+
 LINEN_MESSAGE = {
     "channel_id": "c1",
     "thread_id": "t1",

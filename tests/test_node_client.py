@@ -8,6 +8,11 @@ from .conftest import make_token
 from .node_client import NodeClient
 
 
+@pytest.fixture(params=["memory", "redis"])
+def engine(request) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
 async def node_clients():
     clients: list[NodeClient] = []

@@ -7,6 +7,11 @@ import pytest
 from .conftest import Client, make_token
 
 
+@pytest.fixture(params=["memory", "redis"])
+def engine(request) -> str:
+    return str(request.param)
+
+
 async def test_join_with_string_or_object_payload(server, connect):
     client = await connect(server)
     assert await client.join("room:lobby:a") == {"ok": True, "room": "room:lobby:a"}

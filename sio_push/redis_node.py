@@ -1,0 +1,88 @@
+"""Which processes are alive, for the Redis-backed parts: each beats once a second under its own key.
+
+A process whose beat is older than `DEAD_AFTER` is dead: its presence is reaped, and its sessions were
+ended at its last beat (so the recovery window runs from there). The last beat stays readable for
+`keep` seconds after it stops, long enough for a recovery window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+BEAT = 1.0
+DEAD_AFTER = 3.0
+
+
+class Nodes:
+    """This process's heartbeat, and what the others' say.
+
+    :param client: the Redis connection pool (owned by the caller).
+    :param prefix: the prefix of every key.
+    :param node_id: this process's id.
+    :param keep: seconds a last beat stays readable after the process stops.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, node_id: str, keep: float) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self.node_id = node_id
+        self._keep_ms = int((keep + 2 * DEAD_AFTER) * 1000)
+        self._task: asyncio.Task[None] | None = None
+
+    def _key(self, node_id: str) -> str:
+        return f"{self._prefix}node:{node_id}"
+
+    async def start(self) -> None:
+        with contextlib.suppress(RedisError):
+            await self._beat()
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _beat(self) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._key(self.node_id), repr(time.time()), px=self._keep_ms)
+            pipe.sadd(self._prefix + "nodes", self.node_id)
+            await pipe.execute()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(BEAT)
+            try:
+                await self._beat()
+            except RedisError as exc:
+                log.debug("heartbeat failed: %s", type(exc).__name__)
+
+    async def last_beat(self, node_id: str) -> float | None:
+        raw = await self._redis.get(self._key(node_id))
+        return float(raw) if raw is not None else None
+
+    async def dead(self) -> list[str]:
+        """The processes that stopped beating (this one never counts)."""
+        members: Any = await self._redis.smembers(self._prefix + "nodes")
+        now = time.time()
+        dead = []
+        for raw in members:
+            node_id = raw.decode()
+            if node_id == self.node_id:
+                continue
+            beat = await self.last_beat(node_id)
+            if beat is None or now - beat > DEAD_AFTER:
+                dead.append(node_id)
+        return dead
+
+    async def forget(self, node_id: str) -> None:
+        await self._redis.srem(self._prefix + "nodes", node_id)

@@ -1,0 +1,117 @@
+"""Presence shared by every process on one Redis, gone when a process dies.
+
+Each `room:*` room is a hash whose fields are `<node>/<sid>` and whose values are `[user_id, meta]`;
+each process also lists the rooms it has entries in. When a process stops beating, another one reaps
+its entries and hands back the leave diffs to broadcast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from .errors import BackendUnavailable
+from .presence import Meta, Presence, State, diff, new_meta, updated_meta
+from .redis_node import Nodes
+
+log = logging.getLogger(__name__)
+
+
+class RedisPresence(Presence):
+    """Presence of every process's sockets.
+
+    :param client: the Redis connection pool (owned by the caller).
+    :param prefix: the prefix of every key.
+    :param nodes: this process's id, and who has died.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, nodes: Nodes) -> None:
+        super().__init__(ref_prefix=nodes.node_id)
+        self._redis = client
+        self._prefix = prefix
+        self._nodes = nodes
+
+    def _room_key(self, room: str) -> str:
+        return f"{self._prefix}presence:{room}"
+
+    def _rooms_key(self, node_id: str) -> str:
+        return f"{self._prefix}presence-rooms:{node_id}"
+
+    def _field(self, sid: str) -> str:
+        return f"{self._nodes.node_id}/{sid}"
+
+    async def join(self, room: str, user_id: str, sid: str) -> dict[str, State]:
+        meta = new_meta(self._ref())
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hset(self._room_key(room), self._field(sid), json.dumps([user_id, meta]))
+                pipe.sadd(self._rooms_key(self._nodes.node_id), room)
+                await pipe.execute()
+        except RedisError as exc:
+            raise BackendUnavailable(type(exc).__name__) from exc
+        return diff(user_id, joined=meta)
+
+    async def _get(self, room: str, sid: str) -> tuple[str, Meta] | None:
+        try:
+            raw = await self._redis.hget(self._room_key(room), self._field(sid))
+        except RedisError as exc:
+            raise BackendUnavailable(type(exc).__name__) from exc
+        if raw is None:
+            return None
+        user_id, meta = json.loads(raw)
+        return user_id, meta
+
+    async def update(self, room: str, sid: str, changes: Meta) -> dict[str, State] | None:
+        entry = await self._get(room, sid)
+        if entry is None:
+            return None
+        user_id, old = entry
+        new = updated_meta(old, changes, self._ref())
+        try:
+            await self._redis.hset(self._room_key(room), self._field(sid), json.dumps([user_id, new]))
+        except RedisError as exc:
+            raise BackendUnavailable(type(exc).__name__) from exc
+        return diff(user_id, joined=new, left=old)
+
+    async def leave(self, room: str, sid: str) -> dict[str, State] | None:
+        entry = await self._get(room, sid)
+        if entry is None:
+            return None
+        try:
+            await self._redis.hdel(self._room_key(room), self._field(sid))
+        except RedisError as exc:
+            raise BackendUnavailable(type(exc).__name__) from exc
+        return diff(entry[0], left=entry[1])
+
+    async def state(self, room: str) -> State:
+        try:
+            entries = await self._redis.hgetall(self._room_key(room))
+        except RedisError as exc:
+            raise BackendUnavailable(type(exc).__name__) from exc
+        state: State = {}
+        for raw in entries.values():
+            user_id, meta = json.loads(raw)
+            state.setdefault(user_id, {"metas": []})["metas"].append(meta)
+        return state
+
+    async def reap(self) -> list[tuple[str, dict[str, Any]]]:
+        """Remove the entries of dead processes; the (room, leave diff) pairs to broadcast."""
+        diffs: list[tuple[str, dict[str, Any]]] = []
+        for node_id in await self._nodes.dead():
+            rooms: Any = await self._redis.smembers(self._rooms_key(node_id))
+            for raw_room in rooms:
+                room = raw_room.decode()
+                entries: Any = await self._redis.hgetall(self._room_key(room))
+                mine = {f: v for f, v in entries.items() if f.decode().startswith(node_id + "/")}
+                if mine and await self._redis.hdel(self._room_key(room), *mine):
+                    for raw in mine.values():
+                        user_id, meta = json.loads(raw)
+                        diffs.append((room, diff(user_id, left=meta)))
+            await self._redis.delete(self._rooms_key(node_id))
+            await self._nodes.forget(node_id)
+            log.info("reaped presence of stopped process %s (%d rooms)", node_id, len(rooms))
+        return diffs

@@ -1,0 +1,115 @@
+"""Recoverable sessions in Redis, so that a client whose process died recovers on another.
+
+Each session is one key holding its JSON. Saving and ending compare the owner connection inside Redis
+(a Lua script), so a late write of an old connection never overwrites a session a reconnect took over.
+A live session's key lives `window + LIVE_SLACK` seconds and its process renews it; a session whose
+process died ended at that process's last heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from .errors import BackendUnavailable
+from .recovery import Session, SessionStore
+from .redis_node import Nodes
+
+log = logging.getLogger(__name__)
+
+LIVE_SLACK = 60.0
+RENEW_EVERY = 20.0
+
+# KEYS[1] the session; ARGV: json, conn, ttl ms, "end" (the session must exist) or "save" (it may not).
+_WRITE_IF_OWNER = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  if cjson.decode(current)['conn'] ~= ARGV[2] then return 0 end
+elseif ARGV[4] == 'end' then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+
+
+class RedisSessions(SessionStore):
+    """Sessions shared by every process on one Redis.
+
+    :param client: the Redis connection pool (owned by the caller).
+    :param prefix: the prefix of every key.
+    :param nodes: the heartbeats, to tell when a live session's process died.
+    """
+
+    def __init__(self, window: float, client: redis.Redis, prefix: str, nodes: Nodes) -> None:
+        super().__init__(window)
+        self._redis = client
+        self._prefix = prefix
+        self._nodes = nodes
+        self._write = client.register_script(_WRITE_IF_OWNER)
+        self._live: dict[str, str] = {}  # pid -> conn of the sessions this process holds
+        self._task: asyncio.Task[None] | None = None
+
+    def _key(self, pid: str) -> str:
+        return f"{self._prefix}session:{pid}"
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._renew())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run_write(self, session: Session, ttl: float, mode: str) -> bool:
+        try:
+            done = await self._write(
+                keys=[self._key(session.pid)], args=[session.to_json(), session.conn, int(ttl * 1000), mode]
+            )
+        except RedisError as exc:
+            raise BackendUnavailable(type(exc).__name__) from exc
+        return bool(done)
+
+    async def save(self, session: Session) -> None:
+        if await self._run_write(session, self.window + LIVE_SLACK, "save"):
+            self._live[session.pid] = session.conn
+
+    async def end(self, session: Session) -> None:
+        self._live.pop(session.pid, None)
+        await self._run_write(session.ended(time.time()), self.window, "end")
+
+    async def claim(self, pid: str) -> Session | None:
+        try:
+            raw = await self._redis.getdel(self._key(pid))
+            if raw is None:
+                return None
+            session = Session.from_json(raw)
+            ended_at = session.ended_at
+            if ended_at is None:
+                ended_at = await self._nodes.last_beat(session.node)
+        except (RedisError, ValueError, TypeError, KeyError) as exc:
+            log.warning("session lookup failed (%s)", type(exc).__name__)
+            return None
+        self._live.pop(pid, None)
+        if ended_at is None or time.time() - ended_at > self.window:
+            return None
+        return session
+
+    async def _renew(self) -> None:
+        """Keep this process's live sessions from expiring while it runs."""
+        ttl_ms = int((self.window + LIVE_SLACK) * 1000)
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for pid in list(self._live):
+                        pipe.pexpire(self._key(pid), ttl_ms)
+                    await pipe.execute()
+            except RedisError as exc:
+                log.debug("session renewal failed: %s", type(exc).__name__)
