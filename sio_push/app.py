@@ -33,6 +33,7 @@ def create_socket_server(settings: Settings) -> PushServer:
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         max_http_buffer_size=settings.max_socket_message_bytes,
+        transports=list(settings.transports),
         logger=logging.getLogger("socketio"),
         engineio_logger=logging.getLogger("engineio"),
     )

@@ -1,49 +1,115 @@
-"""The entry point: read the environment, configure logging, run the server. Nothing else reads os.environ."""
+"""The entry point: read the environment, configure logging, run the server (or supervise its workers).
+
+Nothing else reads `os.environ`. With `--workers N` the entry point forks N processes that share the
+port (SO_REUSEPORT) and Redis; it restarts a worker that dies and stops them all on SIGTERM.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import sys
+import time
+from types import FrameType
 
 from aiohttp import web
 
-from .config import load_settings
+from .config import Settings, load_settings
 from .errors import ConfigError
 from .logs import AccessLogger, configure_logging
 
 log = logging.getLogger("sio_push")
+
+RESTART_DELAY = 1.0
+SHUTDOWN_SECONDS = 10.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="sio-push", description="Realtime push server for Linen (Socket.IO).")
     parser.add_argument("--dev", action="store_true", help="development: mint missing secrets (never in production)")
     parser.add_argument("--demo", action="store_true", help="also serve a demo chat at /demo (implies --dev)")
+    parser.add_argument(
+        "--workers", metavar="N", help="processes sharing the port and Redis: a number or auto (one per core)"
+    )
     return parser.parse_args(argv)
+
+
+def serve(settings: Settings) -> None:
+    """Run one server process until SIGINT or SIGTERM."""
+    from .app import create_app
+
+    app = create_app(settings)
+    log.info("listening on %s:%s (pid %d)", settings.host, settings.port, os.getpid())
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        reuse_port=settings.workers > 1 or None,
+        access_log_class=AccessLogger,
+        shutdown_timeout=SHUTDOWN_SECONDS,
+        print=None,
+    )
+
+
+def _worker(settings: Settings) -> None:
+    """A forked worker: the supervisor's signal handlers are not its own."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    serve(settings)
+
+
+def supervise(settings: Settings) -> int:
+    """Run `settings.workers` processes; restart any that dies; stop them all on SIGINT or SIGTERM."""
+    context = multiprocessing.get_context("fork")
+    workers: dict[int, multiprocessing.process.BaseProcess] = {}
+    stopping = False
+
+    def spawn(slot: int) -> None:
+        process = context.Process(target=_worker, args=(settings,), name=f"sio-push-worker-{slot}")
+        process.start()
+        workers[slot] = process
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in workers.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    for slot in range(settings.workers):
+        spawn(slot)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("started %d workers on %s:%s", settings.workers, settings.host, settings.port)
+    while workers:
+        multiprocessing.connection.wait([p.sentinel for p in workers.values()], timeout=1.0)
+        for slot, process in list(workers.items()):
+            if process.is_alive():
+                continue
+            del workers[slot]
+            if not stopping:
+                log.warning("worker %d (pid %s) exited with %s; restarting it", slot, process.pid, process.exitcode)
+                time.sleep(RESTART_DELAY)
+                spawn(slot)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        settings = load_settings(os.environ, dev=args.dev, demo=args.demo)
+        settings = load_settings(os.environ, dev=args.dev, demo=args.demo, workers=args.workers)
     except ConfigError as exc:
         print(f"sio-push: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings.log_level, settings.log_format)
     for note in settings.dev_notes:
         log.warning("DEVELOPMENT MODE: %s; never run --dev or --demo in production", note)
-
-    from .app import create_app
-
-    app = create_app(settings)
-    log.info("listening on %s:%s", settings.host, settings.port)
     if settings.demo:
         log.info("demo chat at http://%s:%s/demo", settings.host, settings.port)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log_class=AccessLogger,
-        print=None,
-    )
+    if settings.workers > 1:
+        sys.exit(supervise(settings))
+    serve(settings)

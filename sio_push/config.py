@@ -6,6 +6,7 @@ deployment is fixed in one round instead of one error at a time.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class Settings:
     max_socket_message_bytes: int = 64 * 1024
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
+    workers: int = 1
+    transports: tuple[str, ...] = ("polling", "websocket")
     log_level: str = "INFO"
     log_format: str = "text"
     dev: bool = False
@@ -94,8 +97,24 @@ def _read_key(value: str, problems: list[str]) -> str | None:
     return pem
 
 
-def load_settings(env: Mapping[str, str], *, dev: bool = False, demo: bool = False) -> Settings:
-    """Read and check the settings; raise ConfigError listing every problem found."""
+def _workers(raw: str | None, problems: list[str]) -> int:
+    if raw is None:
+        return 1
+    if raw == "auto":
+        return os.cpu_count() or 1
+    if raw.isdigit() and 1 <= int(raw) <= 256:
+        return int(raw)
+    problems.append(f"--workers (PUSH_WORKERS) must be a whole number from 1 to 256 or auto, got {raw!r}")
+    return 1
+
+
+def load_settings(
+    env: Mapping[str, str], *, dev: bool = False, demo: bool = False, workers: str | None = None
+) -> Settings:
+    """Read and check the settings; raise ConfigError listing every problem found.
+
+    `workers` is the `--workers` flag, which wins over `PUSH_WORKERS`.
+    """
     problems: list[str] = []
     notes: list[str] = []
     dev = dev or demo
@@ -156,6 +175,20 @@ def load_settings(env: Mapping[str, str], *, dev: bool = False, demo: bool = Fal
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"PUSH_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
 
+    worker_count = _workers(workers or _text(env, "PUSH_WORKERS"), problems)
+    if worker_count > 1 and redis_url is None:
+        problems.append("several workers share rooms through Redis: set PUSH_REDIS_URL, or run one worker")
+    raw_transports = _text(env, "PUSH_TRANSPORTS")
+    if raw_transports is None:
+        # Long-polling needs every request of a session on one process; several workers can't promise it.
+        transports: tuple[str, ...] = ("polling", "websocket") if worker_count == 1 else ("websocket",)
+    else:
+        transports = tuple(t.strip() for t in raw_transports.split(",") if t.strip())
+        if not transports or not set(transports) <= {"polling", "websocket"}:
+            problems.append(f"PUSH_TRANSPORTS must list websocket and/or polling, got {raw_transports!r}")
+        elif "polling" in transports and worker_count > 1:
+            problems.append("PUSH_TRANSPORTS with polling needs one worker (polling is not safe across workers)")
+
     cors = _text(env, "PUSH_CORS_ORIGINS")
     settings = Settings(
         service_key=service_key or "",
@@ -177,6 +210,8 @@ def load_settings(env: Mapping[str, str], *, dev: bool = False, demo: bool = Fal
         max_body_bytes=int(_number(env, "PUSH_MAX_BODY_BYTES", 1024 * 1024, problems, minimum=1024)),
         ping_interval=_number(env, "PUSH_PING_INTERVAL", 25, problems, minimum=1),
         ping_timeout=_number(env, "PUSH_PING_TIMEOUT", 20, problems, minimum=1),
+        workers=worker_count,
+        transports=transports,
         log_level=log_level,
         log_format=log_format,
         dev=dev,

@@ -154,7 +154,8 @@ class Client:
     """A real `socketio.AsyncClient` whose every received event lands in a queue."""
 
     def __init__(self, **kwargs: Any) -> None:
-        self.sio = socketio.AsyncClient(reconnection=False, **kwargs)
+        kwargs.setdefault("reconnection", False)
+        self.sio = socketio.AsyncClient(**kwargs)
         self.events: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
         self.connect_errors: asyncio.Queue[Any] = asyncio.Queue()
         self.sio.on("*", self._on_event)

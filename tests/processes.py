@@ -1,0 +1,92 @@
+"""sio-push as real processes (`python -m sio_push`), for the multi-process and entry-point tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .conftest import SECRET, SERVICE_KEY, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServerProcess:
+    """One `python -m sio_push` on 127.0.0.1 with a free port; its log goes to a file."""
+
+    def __init__(self, log_path: Path, *args: str, port: int | None = None, **env: str) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.args = args
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("PUSH_", "AUTH_SERVICE"))},
+            "PORT": str(self.port),
+            "PUSH_HOST": "127.0.0.1",
+            "PUSH_SERVICE_KEY": SERVICE_KEY,
+            "PUSH_JWT_SECRET": SECRET,
+            "PYTHONPATH": str(ROOT),
+            **env,
+        }
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> ServerProcess:
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sio_push", *self.args, env=self.env, stdout=log, stderr=log, cwd=ROOT
+            )
+        await self.wait_ready()
+        return self
+
+    async def wait_ready(self, seconds: float = 15) -> None:
+        deadline = time.monotonic() + seconds
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.returncode is not None:
+                    raise RuntimeError(f"sio-push exited with {self.process.returncode}: {self.log()[-2000:]}")
+                try:
+                    async with http.get(self.url + "/api/health", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise TimeoutError(f"sio-push did not answer on {self.url}: {self.log()[-2000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def post(self, path: str, body: Any) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http, http.post(self.url + path, json=body) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def push(self, path: str, **fields: Any) -> tuple[int, Any]:
+        return await self.post(path, {"token": SERVICE_KEY, **fields})
+
+    def children(self) -> list[int]:
+        """The pids of the worker processes (with --workers)."""
+        assert self.process is not None
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(sig)
+
+    async def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 15)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        return self.process.returncode

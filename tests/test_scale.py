@@ -1,0 +1,246 @@
+"""Several processes on one Redis: pushes cross processes, workers share a port, Redis and workers may die."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+
+import aiohttp
+import pytest
+
+from .conftest import Client, RedisServer, make_token
+from .node_client import NodeClient
+from .processes import ServerProcess
+
+TIMEOUT = 15
+
+
+@pytest.fixture
+async def processes(tmp_path):
+    started: list[ServerProcess] = []
+
+    async def start(*args: str, **env: str) -> ServerProcess:
+        server = ServerProcess(tmp_path / f"server-{len(started)}.log", *args, **env)
+        started.append(server)
+        return await server.start()
+
+    yield start
+    for server in started:
+        orphans = server.children() if server.process and server.process.returncode is None else []
+        await server.stop()
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def redis_env(redis_server) -> dict[str, str]:
+    return {"PUSH_REDIS_URL": redis_server.url, "PUSH_REDIS_PREFIX": f"scale-{uuid.uuid4().hex[:8]}:"}
+
+
+async def _joined_client(client_factory, url: str, sub: str, room: str, **kwargs) -> Client:
+    client = client_factory(**kwargs)
+    await client.sio.connect(url, auth={"token": make_token(sub, rooms=["room:*"])}, transports=["websocket"])
+    assert (await client.join(room))["ok"]
+    return client
+
+
+async def _until(predicate, seconds: float = TIMEOUT, step: float = 0.05):
+    """Poll `predicate` (a coroutine function) until it returns a true value; bounded in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(step)
+    raise TimeoutError("condition not met in time")
+
+
+async def test_push_to_one_process_reaches_sockets_on_another_once(processes, redis_env, client_factory):
+    a = await processes(**redis_env)
+    b = await processes(**redis_env)
+    client = await _joined_client(client_factory, a.url, "ann", "room:lobby:c1")
+    await client.join("room:topic:t1")
+    for n in range(3):
+        status, answer = await b.push("/api/message", channel_id="c1", thread_id="t1", n=n)
+        assert status == 200 and isinstance(answer["offset"], str)
+    assert [(await client.next_msg())["n"] for _ in range(3)] == [0, 1, 2]
+    status, _ = await a.push("/api/channel", channel_id="c1", n=3)
+    assert (await client.next_msg())["n"] == 3
+    assert client.drain("new_msg") == []
+
+
+async def test_presence_spans_processes_and_leaves_when_a_process_dies(processes, redis_env, client_factory):
+    a = await processes(**redis_env)
+    b = await processes(**redis_env)
+    watcher = await _joined_client(client_factory, a.url, "watcher", "room:k1")
+    await _joined_client(client_factory, b.url, "bea", "room:k1")
+    _, (diff,) = await watcher.next("presence_diff")
+    while "bea" not in diff["joins"]:
+        _, (diff,) = await watcher.next("presence_diff")
+    late = await _joined_client(client_factory, a.url, "cal", "room:k1")
+    _, (state,) = await late.next("presence_state")
+    assert set(state["state"]) == {"watcher", "bea", "cal"}
+    b.kill()
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        _, (diff,) = await watcher.next("presence_diff")
+        if "bea" in diff["leaves"]:
+            break
+    else:
+        pytest.fail("no leave for the dead process's user")
+
+
+async def test_workers_share_one_port_and_survive_a_killed_worker(processes, redis_env, client_factory):
+    server = await processes("--workers", "2", **redis_env)
+    workers = await _until(lambda: _children(server, 2))
+    clients = [
+        await _joined_client(client_factory, server.url, f"u{i}", "room:lobby:w", reconnection=True) for i in range(16)
+    ]
+    dropped: set[int] = set()
+    for i, client in enumerate(clients):
+        client.sio.on("disconnect", lambda *_, i=i: dropped.add(i))
+    status, _ = await server.push("/api/channel", channel_id="w", n=1)
+    assert status == 200
+    for client in clients:
+        assert (await client.next_msg())["n"] == 1
+
+    os.kill(workers[0], signal.SIGKILL)
+    await _until(lambda: _ready(dropped))
+    assert 0 < len(dropped) < len(clients), "SO_REUSEPORT spread the clients over both workers"
+    for i in dropped:
+        await _until(lambda i=i: _connected(clients[i]))
+        assert (await clients[i].join("room:lobby:w"))["ok"]
+    status, _ = await server.push("/api/channel", channel_id="w", n=2)
+    assert status == 200
+    for client in clients:
+        assert (await client.next_msg())["n"] == 2
+    restarted = await _until(lambda: _children(server, 2))
+    assert workers[0] not in restarted
+
+
+async def _children(server: ServerProcess, count: int) -> list[int] | None:
+    children = server.children()
+    return children if len(children) == count else None
+
+
+async def _ready(items: set[int]) -> bool:
+    return bool(items)
+
+
+async def _connected(client: Client) -> bool:
+    return client.sio.connected and client.sio.namespaces.get("/") is not None
+
+
+async def test_redis_outage_answers_503_keeps_sockets_and_resumes(processes, client_factory, tmp_path):
+    redis = RedisServer()
+    redis.start()
+    try:
+        server = await processes(PUSH_REDIS_URL=redis.url)
+        client = await _joined_client(client_factory, server.url, "dee", "room:lobby:c1")
+        redis.kill()
+
+        async def refused() -> bool:
+            status, answer = await server.push("/api/channel", channel_id="c1", n=0)
+            return status == 503 and answer["error"] == "broker_unavailable"
+
+        await _until(refused)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.url + "/api/ready") as resp:
+                assert resp.status == 503
+            async with http.get(server.url + "/api/health") as resp:
+                assert resp.status == 200
+        assert client.sio.connected
+
+        redis.start()
+
+        async def ready() -> bool:
+            async with aiohttp.ClientSession() as http, http.get(server.url + "/api/ready") as resp:
+                return resp.status == 200
+
+        await _until(ready)
+        status, _ = await server.push("/api/channel", channel_id="c1", n=1)
+        assert status == 200
+        assert (await client.next_msg())["n"] == 1
+        assert server.process is not None and server.process.returncode is None
+    finally:
+        redis.kill()
+
+
+class Proxy:
+    """A TCP proxy in front of one server at a time: the client keeps one address while servers die."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> Proxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst, (writer, up_writer)))
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, both) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            for w in both:
+                w.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._pipes):
+            task.cancel()
+
+
+async def test_recovery_survives_the_crash_of_the_clients_process(processes, redis_env):
+    a = await processes(**redis_env)
+    b = await processes(**redis_env)
+    proxy = await Proxy(a.port).start()
+    client = await NodeClient.start(
+        f"http://127.0.0.1:{proxy.port}",
+        make_token("eve", rooms=["room:*"]),
+        "room:lobby:c1",
+        env={"RECONNECTION_DELAY": "1500", "TRANSPORTS": "websocket"},
+    )
+    try:
+        first = await client.next("connect")
+        await client.next("ack")
+        await a.push("/api/channel", channel_id="c1", n=0)
+        assert (await client.next("new_msg"))["args"][0]["n"] == 0
+
+        a.kill()
+        await client.next("disconnect")
+        proxy.target = b.port
+        for n in range(1, 11):
+            status, _ = await b.push("/api/channel", channel_id="c1", n=n)
+            assert status == 200
+        again = await client.next("connect", wait=TIMEOUT)
+        assert again["recovered"] is True and again["id"] == first["id"]
+        await b.push("/api/channel", channel_id="c1", n=11)
+        assert [(await client.next("new_msg"))["args"][0]["n"] for _ in range(11)] == list(range(1, 12))
+    finally:
+        await client.close()
+        await proxy.close()
