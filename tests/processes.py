@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class ServerProcess:
     """One `python -m sio_push` on 127.0.0.1 with a free port; its log goes to a file."""
 
-    def __init__(self, log_path: Path, *args: str, port: int | None = None, **env: str) -> None:
+    def __init__(self, log_path: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -32,7 +32,7 @@ class ServerProcess:
             "PUSH_SERVICE_KEY": SERVICE_KEY,
             "PUSH_JWT_SECRET": SECRET,
             "PYTHONPATH": str(ROOT),
-            **env,
+            **(env or {}),
         }
         self.process: asyncio.subprocess.Process | None = None
 

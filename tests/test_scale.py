@@ -24,7 +24,7 @@ async def processes(tmp_path):
     started: list[ServerProcess] = []
 
     async def start(*args: str, **env: str) -> ServerProcess:
-        server = ServerProcess(tmp_path / f"server-{len(started)}.log", *args, **env)
+        server = ServerProcess(tmp_path / f"server-{len(started)}.log", *args, env=env)
         started.append(server)
         return await server.start()
 

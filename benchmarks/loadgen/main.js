@@ -21,6 +21,7 @@ const DEFAULTS = {
   channel: 'bench',
   sockets: 100,
   concurrency: 64, // handshakes in flight while connecting
+  room_size: 0, // clients per room; 0: all in one room
   pushes: 10,
   push_concurrency: 4, // POSTs in flight during a burst
   rate: 20, // pushes per second (latency; it sends `pushes` of them)
@@ -29,7 +30,7 @@ const DEFAULTS = {
   connect_timeout_s: 30,
   idle_timeout_s: 15, // give up waiting for deliveries after this long without one
   quiet_ms: 300, // the sockets are settled when nothing arrived for this long
-  quiet_max_s: 30,
+  quiet_max_s: 240,
   deadline_s: 300, // hard bound on the whole process
 };
 
@@ -71,14 +72,18 @@ class Meter {
   }
 }
 
+/**
+ * Mints a token for each client. With `room_size` 0 every client joins room:lobby:<channel>; otherwise
+ * they fill rooms room:lobby:<channel>-<n> of `room_size` clients each.
+ */
 function makeClients(tally, count, prefix = 'bench') {
   const url = `ws://${cfg.host}:${cfg.port}/socket.io/?EIO=4&transport=websocket`;
-  const room = `room:lobby:${cfg.channel}`;
+  const roomOf = (i) => (cfg.room_size > 0 ? `room:lobby:${cfg.channel}-${Math.floor(i / cfg.room_size)}` : `room:lobby:${cfg.channel}`);
   const exp = Math.floor(Date.now() / 1000) + 3600;
   const clients = [];
   for (let i = 0; i < count; i += 1) {
     const token = jwt.sign({ sub: `${prefix}-${i}`, exp, rooms: ['room:lobby:*'] }, cfg.secret, { algorithm: 'HS256' });
-    clients.push(new RawClient(i, url, token, room, tally, cfg.channel));
+    clients.push(new RawClient(i, url, token, roomOf(i), tally, cfg.channel));
   }
   return clients;
 }
@@ -113,14 +118,29 @@ function waitQuiet(tally) {
     const started = performance.now();
     let last = tally.frames;
     const timer = setInterval(() => {
-      const now = performance.now();
-      if (tally.frames === last || now - started > cfg.quiet_max_s * 1000) {
+      const quiet = tally.frames === last;
+      if (quiet || performance.now() - started > cfg.quiet_max_s * 1000) {
         clearInterval(timer);
-        resolve();
+        resolve(quiet);
       }
       last = tally.frames;
     }, cfg.quiet_ms);
   });
+}
+
+/** Connects every client, then waits for the traffic this caused (presence, say) to die down. */
+async function setUp(tally, clients) {
+  const t0 = performance.now();
+  const conn = await connectAll(clients);
+  const connectedAt = performance.now();
+  const settled = await waitQuiet(tally);
+  return {
+    ...conn,
+    setup_connect_s: (connectedAt - t0) / 1000,
+    setup_s: (performance.now() - t0) / 1000,
+    setup_settled: settled,
+    setup_frames: tally.frames,
+  };
 }
 
 /**
@@ -203,8 +223,7 @@ async function runMemory(tally) {
   for (const c of warmup) c.close();
   await checkpoint(lines, 'baseline', { warmup_connected: warm.connected });
   const clients = makeClients(tally, cfg.sockets);
-  const conn = await connectAll(clients);
-  await waitQuiet(tally);
+  const conn = await setUp(tally, clients);
   await checkpoint(lines, 'loaded', { connected: conn.connected });
   const result = { ...conn, ...checks(tally, clients, 0, null), warmup_failures: warm.connect_failures };
   for (const c of clients) c.close();
@@ -213,8 +232,7 @@ async function runMemory(tally) {
 
 async function runFanout(tally) {
   const clients = makeClients(tally, cfg.sockets);
-  const conn = await connectAll(clients);
-  await waitQuiet(tally);
+  const conn = await setUp(tally, clients);
   const factory = new PayloadFactory(cfg.channel, cfg.payload_bytes);
   const pusher = new Pusher(cfg.port, cfg.key, cfg.push_concurrency);
   const expected = conn.connected * cfg.pushes;
@@ -265,8 +283,7 @@ function percentile(sorted, q) {
 
 async function runLatency(tally) {
   const clients = makeClients(tally, cfg.sockets);
-  const conn = await connectAll(clients);
-  await waitQuiet(tally);
+  const conn = await setUp(tally, clients);
   const factory = new PayloadFactory(cfg.channel, cfg.payload_bytes);
   const pushes = cfg.pushes;
   const pusher = new Pusher(cfg.port, cfg.key, 16);
