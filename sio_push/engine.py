@@ -7,11 +7,11 @@ only then), for several processes or hosts. The engine owns their resources and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from typing import TYPE_CHECKING
 
+from . import background
 from .broker import Broker, Deliver, MemoryBroker, Push
 from .config import Settings
 from .errors import BackendUnavailable
@@ -78,10 +78,7 @@ class RedisEngine(Engine):
         self._reaper = asyncio.create_task(self._reap())
 
     async def close(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        await background.stop(self._reaper)
         if self._redis_sessions is not None:
             await self._redis_sessions.close()
         await super().close()

@@ -1,9 +1,11 @@
-"""Delivery to this process's sockets: each push is encoded once and queued to every recipient.
+"""Delivery to this process's sockets: each push is encoded once and written to every recipient.
 
-Writes are synchronous (a queue put per recipient, no task per recipient), so a delivery chooses its
-recipients and queues to all of them without yielding: recovery relies on that to replay a socket's
-missed pushes with nothing lost or doubled between the replay and live delivery. A socket that sits
-in several target rooms of one push is one recipient and gets the push once.
+The push becomes one Socket.IO EVENT packet (`2[event, data, offset]`), one Engine.IO packet and one
+websocket frame; each recipient gets the frame written straight to its transport when nothing is queued
+before it (`wire.DirectSocket`), else the packet queued as python-engineio does. Writes are synchronous:
+a delivery chooses its recipients and writes to all of them without yielding, which recovery relies on
+to replay a socket's missed pushes with nothing lost or doubled. A socket that sits in several target
+rooms of one push is one recipient and gets the push once.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from .broker import Push
+from .codec import dumps
+from .server import PushServer
+from .wire import DirectSocket, ws_frame
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +29,14 @@ NAMESPACE = "/"
 class Fanout:
     """Writes pushes to the local sockets of `sio`."""
 
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    def __init__(self, sio: PushServer) -> None:
         self._sio = sio
 
-    def encode(self, event: str, data: Any, offset: str | None = None) -> eio_packet.Packet:
-        """The Engine.IO packet of one event; the offset, when there is one, is its last argument."""
+    @staticmethod
+    def encode(event: str, data: Any, offset: str | None = None) -> eio_packet.Packet:
+        """The Engine.IO packet of one event of namespace "/"; the offset, if any, is its last argument."""
         args = [event, data] if offset is None else [event, data, offset]
-        encoded = self._sio.packet_class(sio_packet.EVENT, namespace=NAMESPACE, data=args).encode()
-        return eio_packet.Packet(eio_packet.MESSAGE, encoded)
+        return eio_packet.Packet(eio_packet.MESSAGE, f"{sio_packet.EVENT}{dumps(args).decode()}")
 
     def reply_connect(self, eio_sid: str, data: dict[str, str]) -> None:
         """Queue the CONNECT reply of namespace "/" (`{"sid", "pid"}`)."""
@@ -53,9 +57,11 @@ class Fanout:
         return list(seen)
 
     def write(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
-        """Queue one packet to one socket's writer, at once."""
+        """Send one packet to one socket at once, behind whatever it already has queued."""
         socket = self._sio.eio.sockets.get(eio_sid)
-        if socket is not None and not socket.closed:
+        if isinstance(socket, DirectSocket):
+            socket.push(ws_frame(pkt.encode().encode()), pkt)
+        elif socket is not None and not socket.closed:
             socket.queue.put_nowait(pkt)
 
     async def deliver(self, push: Push, offset: str | None) -> None:
@@ -63,8 +69,14 @@ class Fanout:
         if not eio_sids:
             return
         pkt = self.encode(push.event, push.data, offset)
+        frame = ws_frame(pkt.encode().encode())
+        sockets = self._sio.eio.sockets
         for eio_sid in eio_sids:
-            self.write(eio_sid, pkt)
+            socket = sockets.get(eio_sid)
+            if isinstance(socket, DirectSocket):
+                socket.push(frame, pkt)
+            elif socket is not None and not socket.closed:
+                socket.queue.put_nowait(pkt)
 
     def send_to(self, sid: str, event: str, data: Any) -> None:
         """Send one event to one local socket, with no offset (it is never replayed)."""

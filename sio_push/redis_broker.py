@@ -24,6 +24,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from . import background
 from .broker import Broker, Deliver, Missed, Push
 from .codec import dumps, loads
 from .errors import BrokerUnavailable
@@ -84,11 +85,7 @@ class RedisBroker(Broker):
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await background.stop(*self._tasks)
         self._tasks = []
         await super().close()
 

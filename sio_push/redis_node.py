@@ -16,6 +16,8 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from . import background
+
 log = logging.getLogger(__name__)
 
 BEAT = 1.0
@@ -47,10 +49,7 @@ class Nodes:
         self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await background.stop(self._task)
 
     async def _beat(self) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:

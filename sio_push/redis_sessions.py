@@ -9,13 +9,13 @@ process died ended at that process's last heartbeat.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from . import background
 from .errors import BackendUnavailable
 from .recovery import Session, SessionStore
 from .redis_node import Nodes
@@ -62,10 +62,7 @@ class RedisSessions(SessionStore):
         self._task = asyncio.create_task(self._renew())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await background.stop(self._task)
 
     async def _run_write(self, session: Session, ttl: float, mode: str) -> bool:
         try:

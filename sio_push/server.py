@@ -2,8 +2,9 @@
 
 Socket.IO's connection state recovery needs what python-socketio's connect path cannot give: a private
 `pid` in the CONNECT reply, a restored session keeping its old sid, and the missed pushes written right
-after the CONNECT reply and before anything newer. `_handle_connect` is replaced for that; everything else
-(Engine.IO, events, acks, rooms bookkeeping) stays python-socketio's.
+after the CONNECT reply and before anything newer. `_handle_connect` is replaced for that, and each
+Engine.IO socket becomes a `wire.DirectSocket` as it opens; everything else (Engine.IO, events, acks,
+rooms bookkeeping) stays python-socketio's.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import socketio
+from engineio.async_socket import AsyncSocket
 from socketio import exceptions
 from socketio import packet as sio_packet
+
+from .wire import DirectSocket
 
 if TYPE_CHECKING:
     from .sockets import Sockets
@@ -30,6 +34,13 @@ class PushServer(socketio.AsyncServer):
 
     def attach_sockets(self, sockets: Sockets) -> None:
         self.sockets = sockets
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        # engineio builds its sockets itself; this one class swap gives each the fan-out fast path.
+        socket = self.eio.sockets.get(eio_sid)
+        if type(socket) is AsyncSocket:
+            socket.__class__ = DirectSocket
+        return await super()._handle_eio_connect(eio_sid, environ)
 
     async def _refuse(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         await self._send_packet(eio_sid, self.packet_class(sio_packet.CONNECT_ERROR, data=data, namespace=namespace))

@@ -1,0 +1,110 @@
+"""The fan-out fast path: a push written to each websocket as ready-made frame bytes.
+
+python-engineio sends every packet through a per-socket queue and writer task, which encodes and frames
+it again for each recipient: that is where a room emit spends its time. `DirectSocket` (an engineio
+socket, swapped in when the socket opens) lets a push skip all of it: the frame is built once per push
+and written straight to each transport, in the caller's own step.
+
+Order is kept: a packet goes direct only when the socket's queue is empty and its writer holds nothing
+(`_writer_busy`); otherwise it is queued behind the others, as before. Long-polling sockets always
+queue. A client whose unsent bytes pile up past `MAX_BUFFER` is cut off; it reconnects and recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFER = 8 * 1024 * 1024
+
+
+def ws_frame(payload: bytes, text: bool = True) -> bytes:
+    """One unmasked, final websocket frame (server to client) carrying `payload`, uncompressed.
+
+    Uncompressed frames are valid even where permessage-deflate was negotiated (RSV1 unset).
+    """
+    first = 0x81 if text else 0x82
+    size = len(payload)
+    if size < 126:
+        header = bytes((first, size))
+    elif size < 1 << 16:
+        header = bytes((first, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((first, 127)) + size.to_bytes(8, "big")
+    return header + payload
+
+
+class DirectSocket(AsyncSocket):
+    """An engineio AsyncSocket that can take a frame straight to its websocket transport."""
+
+    _ws: Any = None  # engineio's aiohttp websocket wrapper, while upgraded
+    _writer_busy = False  # the writer task holds packets it has not written yet
+
+    async def _websocket_handler(self, ws: Any) -> Any:
+        self._ws = ws
+        try:
+            return await super()._websocket_handler(ws)
+        finally:
+            self._ws = None
+
+    def _direct(self) -> asyncio.WriteTransport | None:
+        """The transport to write to now, or None when the packet must be queued to keep order."""
+        if self._ws is None or not self.upgraded or self.upgrading or self._writer_busy or self.closed:
+            return None
+        if not self.queue.empty():
+            return None
+        writer = getattr(self._ws._sock, "_writer", None)
+        if writer is None or writer._closing or writer.transport is None or writer.transport.is_closing():
+            return None
+        transport: asyncio.WriteTransport = writer.transport
+        if transport.get_write_buffer_size() > MAX_BUFFER:
+            log.warning("sid=%s reads too slowly (%d bytes unsent); closing it", self.sid, MAX_BUFFER)
+            transport.abort()
+            return None
+        return transport
+
+    def push(self, frame: bytes, pkt: eio_packet.Packet) -> None:
+        """Send one packet whose websocket frame is already built: direct if possible, else queued."""
+        transport = self._direct()
+        if transport is not None:
+            transport.write(frame)
+        elif not self.closed:
+            self.queue.put_nowait(pkt)
+
+    async def send(self, pkt: eio_packet.Packet) -> None:
+        transport = self._direct()
+        if transport is None:
+            await super().send(pkt)
+            return
+        if await self.check_ping_timeout():
+            encoded = pkt.encode()
+            if isinstance(encoded, str):
+                transport.write(ws_frame(encoded.encode()))
+            else:
+                transport.write(ws_frame(encoded, text=False))
+
+    async def poll(self) -> list[eio_packet.Packet]:
+        self._writer_busy = False
+        if not self.upgraded:
+            return await super().poll()
+        # The websocket writer: wait for what had to be queued; the reader loop notices dead clients.
+        pkt = await self.queue.get()
+        self.queue.task_done()
+        if pkt is None:
+            return []
+        packets = [pkt]
+        while not self.queue.empty():
+            pkt = self.queue.get_nowait()
+            self.queue.task_done()
+            if pkt is None:
+                self.queue.put_nowait(None)
+                break
+            packets.append(pkt)
+        self._writer_busy = True
+        return packets
