@@ -62,6 +62,7 @@ async def _drain(app: web.Application) -> None:
         await socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
     if sockets:
         log.info("closed %d sockets for shutdown", len(sockets))
+    await app[SOCKETS].close()
     await app[SIO].shutdown()
 
 

@@ -20,7 +20,7 @@ from .auth import Auth, Identity
 from .broker import Broker, Missed, Push
 from .errors import AuthError, BackendUnavailable
 from .fanout import NAMESPACE, Fanout
-from .presence import Presence
+from .presence import DiffBatcher, Presence, State
 from .recovery import Session, SessionStore
 from .rooms import Room, parse_room, user_room
 from .server import PushServer
@@ -73,6 +73,7 @@ class Sockets:
     :param fanout: writes to this process's sockets.
     :param sessions: where recoverable sessions are kept; None turns recovery off.
     :param node: this process's id, recorded in its sessions.
+    :param presence_batch: seconds a room's presence diffs wait to be merged into one broadcast.
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class Sockets:
         fanout: Fanout,
         sessions: SessionStore | None = None,
         node: str = "",
+        presence_batch: float = 0.1,
     ) -> None:
         self._sio = sio
         self._auth = auth
@@ -93,6 +95,7 @@ class Sockets:
         self._sessions = sessions
         self._node = node
         self._conns: dict[str, _Conn] = {}
+        self._diffs = DiffBatcher(self._publish_diff, presence_batch)
 
     def register(self) -> None:
         self._sio.attach_sockets(self)
@@ -293,8 +296,15 @@ class Sockets:
         if diff is not None:
             await self._broadcast_diff(room, diff)
 
-    async def _broadcast_diff(self, room: Room, diff: dict[str, Any]) -> None:
+    async def _broadcast_diff(self, room: Room, diff: dict[str, State]) -> None:
+        await self._diffs.add(room.name, diff)
+
+    async def _publish_diff(self, room: str, diff: dict[str, State]) -> None:
         try:
-            await self._broker.publish(Push((room.name,), "presence_diff", {"room": room.name, **diff}, volatile=True))
+            await self._broker.publish(Push((room,), "presence_diff", {"room": room, **diff}, volatile=True))
         except BackendUnavailable:
-            log.warning("presence_diff for room=%s not sent: broker unavailable", room.name)
+            log.warning("presence_diff for room=%s not sent: broker unavailable", room)
+
+    async def close(self) -> None:
+        """Send the presence diffs still waiting (at shutdown, after the sockets are closed)."""
+        await self._diffs.close()

@@ -158,11 +158,41 @@ class Client:
         self.sio = socketio.AsyncClient(**kwargs)
         self.events: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
         self.connect_errors: asyncio.Queue[Any] = asyncio.Queue()
+        self.presence: dict[str, dict[str, list[dict[str, Any]]]] = {}  # room -> user -> metas
+        self._presence_changed = asyncio.Event()
         self.sio.on("*", self._on_event)
         self.sio.on("connect_error", self._on_connect_error)
 
     async def _on_event(self, event: str, *args: Any) -> None:
+        if event == "presence_state":
+            state = args[0]["state"]
+            self.presence[args[0]["room"]] = {user: list(entry["metas"]) for user, entry in state.items()}
+        elif event == "presence_diff":
+            self._apply_diff(args[0])
+        self._presence_changed.set()
         self.events.put_nowait((event, args))
+
+    def _apply_diff(self, diff: dict[str, Any]) -> None:
+        """Phoenix's syncDiff: joins, then leaves by phx_ref."""
+        view = self.presence.setdefault(diff["room"], {})
+        for user, entry in diff["joins"].items():
+            refs = {meta["phx_ref"] for meta in entry["metas"]}
+            view[user] = [m for m in view.get(user, []) if m["phx_ref"] not in refs] + entry["metas"]
+        for user, entry in diff["leaves"].items():
+            refs = {meta["phx_ref"] for meta in entry["metas"]}
+            kept = [m for m in view.get(user, []) if m["phx_ref"] not in refs]
+            if kept:
+                view[user] = kept
+            else:
+                view.pop(user, None)
+
+    async def presence_until(self, room: str, predicate: Callable[[dict[str, list[dict[str, Any]]]], bool]) -> dict:
+        """Wait until this client's view of `room`'s presence satisfies `predicate`; the view."""
+        deadline = time.monotonic() + TIMEOUT
+        while not predicate(self.presence.get(room, {})):
+            self._presence_changed.clear()
+            await asyncio.wait_for(self._presence_changed.wait(), max(deadline - time.monotonic(), 0.001))
+        return self.presence[room]
 
     async def _on_connect_error(self, data: Any) -> None:
         self.connect_errors.put_nowait(data)

@@ -58,9 +58,9 @@ async def test_refused_join_and_typing_acks(server, node_clients):
     assert (await client.next("ack"))["answer"]["ok"] is True
     await client.send(cmd="typing", room="room:topic:t", typing=True, username="Olga")
     diff = await client.next("presence_diff")
-    while not diff["args"][0]["leaves"]:
+    while not diff["args"][0]["joins"].get("olga", {"metas": [{}]})["metas"][0].get("typing"):
         diff = await client.next("presence_diff")
-    assert diff["args"][0]["joins"]["olga"]["metas"][0]["typing"] is True
+    assert diff["args"][0]["joins"]["olga"]["metas"][0]["username"] == "Olga"
 
 
 async def test_polling_transport_with_the_node_client(server, node_clients):

@@ -80,20 +80,12 @@ async def test_presence_spans_processes_and_leaves_when_a_process_dies(processes
     b = await processes(**redis_env)
     watcher = await _joined_client(client_factory, a.url, "watcher", "room:k1")
     await _joined_client(client_factory, b.url, "bea", "room:k1")
-    _, (diff,) = await watcher.next("presence_diff")
-    while "bea" not in diff["joins"]:
-        _, (diff,) = await watcher.next("presence_diff")
+    await watcher.presence_until("room:k1", lambda v: "bea" in v)
     late = await _joined_client(client_factory, a.url, "cal", "room:k1")
     _, (state,) = await late.next("presence_state")
     assert set(state["state"]) == {"watcher", "bea", "cal"}
     b.kill()
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        _, (diff,) = await watcher.next("presence_diff")
-        if "bea" in diff["leaves"]:
-            break
-    else:
-        pytest.fail("no leave for the dead process's user")
+    await watcher.presence_until("room:k1", lambda v: "bea" not in v)
 
 
 async def test_workers_share_one_port_and_survive_a_killed_worker(processes, redis_env, client_factory):

@@ -124,20 +124,20 @@ async def test_typing_updates_presence_meta_and_keeps_online_at(server, connect)
     alice = await connect(server, "alice")
     bob = await connect(server, "bob")
     await alice.join("room:topic:t")
-    _, (state,) = await alice.next("presence_state")
-    online_at = state["state"]["alice"]["metas"][0]["online_at"]
+    view = await alice.presence_until("room:topic:t", lambda v: "alice" in v)
+    online_at = view["alice"][0]["online_at"]
     await bob.join("room:topic:t")
-    await alice.next("presence_diff")  # alice's own join
-    await alice.next("presence_diff")  # bob's join
+    await bob.presence_until("room:topic:t", lambda v: {"alice", "bob"} <= set(v))
     assert await alice.call("user:typing", {"room": "room:topic:t", "typing": True, "username": "Alice"}) == {
         "ok": True
     }
-    _, (diff,) = await bob.next("presence_diff")
-    while "alice" not in diff["joins"]:
-        _, (diff,) = await bob.next("presence_diff")
-    meta = diff["joins"]["alice"]["metas"][0]
-    assert meta["typing"] is True and meta["username"] == "Alice" and meta["online_at"] == online_at
-    assert diff["leaves"]["alice"]["metas"][0]["phx_ref"] == meta["phx_ref_prev"]
+    view = await bob.presence_until("room:topic:t", lambda v: v["alice"][0].get("typing") is True)
+    meta = view["alice"][0]
+    assert meta["username"] == "Alice" and meta["online_at"] == online_at and len(view["alice"]) == 1
+    assert meta["phx_ref_prev"] != meta["phx_ref"]
+    await alice.call("user:typing", {"room": "room:topic:t", "typing": False, "username": "Alice"})
+    view = await bob.presence_until("room:topic:t", lambda v: v["alice"][0].get("typing") is False)
+    assert view["alice"][0]["online_at"] == online_at
 
 
 async def test_typing_in_unjoined_room_is_refused_and_sends_nothing(server, connect):
@@ -148,41 +148,47 @@ async def test_typing_in_unjoined_room_is_refused_and_sends_nothing(server, conn
         "ok": False,
         "error": "not_joined",
     }
-    await alice.join("room:topic:t")  # the next diff bob sees is this join, not a typing update
-    _, (diff,) = await bob.next("presence_diff")
-    while "bob" in diff["joins"]:
-        _, (diff,) = await bob.next("presence_diff")
-    assert "typing" not in diff["joins"]["alice"]["metas"][0]
+    await alice.join("room:topic:t")
+    view = await bob.presence_until("room:topic:t", lambda v: "alice" in v)
+    assert "typing" not in view["alice"][0]
 
 
 async def test_presence_state_and_diffs_with_two_tabs(server, connect):
     watcher = await connect(server, "watcher")
     await watcher.join("room:community1")
     _, (state,) = await watcher.next("presence_state")
-    assert state == {
-        "room": "room:community1",
-        "state": {"watcher": {"metas": [state["state"]["watcher"]["metas"][0]]}},
-    }
-    await watcher.next("presence_diff")
+    assert state["room"] == "room:community1" and list(state["state"]) == ["watcher"]
+    assert len(state["state"]["watcher"]["metas"]) == 1
     tab1 = await connect(server, "gina")
     tab2 = await connect(server, "gina")
     await tab1.join("room:community1")
     await tab2.join("room:community1")
     _, (state,) = await tab2.next("presence_state")
     assert len(state["state"]["gina"]["metas"]) == 2
-    for _ in range(2):
-        _, (diff,) = await watcher.next("presence_diff")
-        assert list(diff["joins"]) == ["gina"] and diff["leaves"] == {} and diff["room"] == "room:community1"
+    await watcher.presence_until("room:community1", lambda v: len(v.get("gina", [])) == 2)
+    _, (diff,) = await watcher.next("presence_diff")
+    assert diff["room"] == "room:community1" and set(diff) == {"room", "joins", "leaves"}
+
     await tab1.close()
-    _, (diff,) = await watcher.next("presence_diff")
-    assert list(diff["leaves"]) == ["gina"] and diff["joins"] == {}
+    await watcher.presence_until("room:community1", lambda v: len(v.get("gina", [])) == 1)
     await tab2.call("leave", "room:community1")
-    _, (diff,) = await watcher.next("presence_diff")
-    assert list(diff["leaves"]) == ["gina"]
+    await watcher.presence_until("room:community1", lambda v: "gina" not in v)
     newcomer = await connect(server, "hank")
     await newcomer.join("room:community1")
     _, (state,) = await newcomer.next("presence_state")
     assert set(state["state"]) == {"watcher", "hank"}
+
+
+async def test_presence_diffs_of_a_burst_of_joins_are_merged(server, connect):
+    watcher = await connect(server, "watcher")
+    await watcher.join("room:crowd")
+    await watcher.presence_until("room:crowd", lambda v: "watcher" in v)
+    others = [await connect(server, f"p{i}") for i in range(10)]
+    for client in others:
+        await client.join("room:crowd")
+    await watcher.presence_until("room:crowd", lambda v: len(v) == 11)
+    diffs = watcher.drain("presence_diff")
+    assert 1 <= len(diffs) < 10  # merged, not one per join
 
 
 async def test_no_presence_in_personal_rooms(server, connect):

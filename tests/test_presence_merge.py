@@ -1,0 +1,44 @@
+"""Merging presence diffs (pure): the merged diff leaves a Phoenix client where every diff would have."""
+
+from __future__ import annotations
+
+from sio_push.presence import diff, merge
+
+
+def apply(view: dict, d: dict) -> dict:
+    """Phoenix's syncDiff: joins, then leaves by phx_ref."""
+    view = {user: list(metas) for user, metas in view.items()}
+    for user, entry in d["joins"].items():
+        refs = {m["phx_ref"] for m in entry["metas"]}
+        view[user] = [m for m in view.get(user, []) if m["phx_ref"] not in refs] + entry["metas"]
+    for user, entry in d["leaves"].items():
+        refs = {m["phx_ref"] for m in entry["metas"]}
+        kept = [m for m in view.get(user, []) if m["phx_ref"] not in refs]
+        if kept:
+            view[user] = kept
+        else:
+            view.pop(user, None)
+    return view
+
+
+def meta(ref: str, **extra) -> dict:
+    return {"online_at": "1", "phx_ref": ref, **extra}
+
+
+def test_merged_diff_ends_where_each_diff_would():
+    diffs = [
+        diff("a", joined=meta("a1")),
+        diff("b", joined=meta("b1")),
+        diff("a", joined=meta("a2", typing=True), left=meta("a1")),
+        diff("b", left=meta("b1")),
+        diff("a", joined=meta("a3", typing=False), left=meta("a2", typing=True)),
+    ]
+    for start in ({}, {"a": [meta("a1")]}, {"z": [meta("z1")]}):
+        expected = start
+        for d in diffs:
+            expected = apply(expected, d)
+        merged: dict = {"joins": {}, "leaves": {}}
+        for d in diffs:
+            merge(merged, d)
+        assert apply(start, merged) == expected
+    assert merged["joins"] == {"a": {"metas": [meta("a3", typing=False)]}}
