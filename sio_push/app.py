@@ -15,6 +15,7 @@ from .fanout import Fanout
 from .server import PushServer
 from .sockets import Sockets
 from .typedefs import AUTH, ENGINE, SETTINGS, SIO, SOCKETS
+from .wire import DirectSocket
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,10 @@ async def _drain(app: web.Application) -> None:
     eio = app[SIO].eio
     sockets = list(eio.sockets.values())
     for socket in sockets:
-        await socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
+        if isinstance(socket, DirectSocket):
+            await socket.shut(eio.reason.SERVER_DISCONNECT)
+        else:
+            await socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
     if sockets:
         log.info("closed %d sockets for shutdown", len(sockets))
     await app[SOCKETS].close()

@@ -24,6 +24,7 @@ from .presence import DiffBatcher, Presence, State
 from .recovery import Session, SessionStore
 from .rooms import Room, parse_room, user_room
 from .server import PushServer
+from .wire import DirectSocket
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,8 @@ class Sockets:
         self._conns[sid].session = None
         eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
         socket = self._sio.eio.sockets.get(eio_sid) if eio_sid else None
-        if socket is not None:
-            await socket.close(wait=False, abort=True, reason=self._sio.reason.SERVER_DISCONNECT)
+        if isinstance(socket, DirectSocket):
+            await socket.shut(self._sio.reason.SERVER_DISCONNECT)
 
     def _rooms(self, sid: str) -> list[str]:
         return [room for room in self._sio.manager.get_rooms(sid, NAMESPACE) if room != sid]

@@ -69,6 +69,17 @@ class DirectSocket(AsyncSocket):
             return None
         return transport
 
+    async def shut(self, reason: str) -> None:
+        """Close this socket for good: disconnect handlers run, and the connection itself closes.
+
+        Over websocket the client is told by the TCP close (engine.io-client reads no CLOSE packet
+        there), which socket.io-client answers by reconnecting; a polling client gets the CLOSE packet.
+        """
+        await self.close(wait=False, abort=False, reason=reason)
+        writer = getattr(self._ws._sock, "_writer", None) if self._ws is not None else None
+        if writer is not None and writer.transport is not None:
+            writer.transport.close()
+
     def push(self, frame: bytes, pkt: eio_packet.Packet) -> None:
         """Send one packet whose websocket frame is already built: direct if possible, else queued."""
         transport = self._direct()

@@ -35,6 +35,7 @@ class ServerProcess:
             **(env or {}),
         }
         self.process: asyncio.subprocess.Process | None = None
+        self._terminated = False
 
     async def start(self) -> ServerProcess:
         with self.log_path.open("ab") as log:
@@ -77,13 +78,15 @@ class ServerProcess:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.returncode is None:
+            self._terminated = self._terminated or sig == signal.SIGTERM
             self.process.send_signal(sig)
 
     async def stop(self) -> int | None:
         if self.process is None:
             return None
         if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
+            if not self._terminated:  # a second SIGTERM would cut the graceful shutdown short
+                self.kill(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.process.wait(), 15)
             except TimeoutError:

@@ -241,3 +241,30 @@ async def test_recovery_survives_the_crash_of_the_clients_process(processes, red
     finally:
         await client.close()
         await proxy.close()
+
+
+async def test_rolling_restart_drains_to_another_process_and_recovers(processes, redis_env):
+    a = await processes(**redis_env)
+    b = await processes(**redis_env)
+    proxy = await Proxy(a.port).start()
+    client = await NodeClient.start(
+        f"http://127.0.0.1:{proxy.port}",
+        make_token("fay", rooms=["room:*"]),
+        "room:topic:t1",
+        env={"RECONNECTION_DELAY": "1500", "TRANSPORTS": "websocket"},
+    )
+    try:
+        first = await client.next("connect")
+        await client.next("ack")
+        proxy.target = b.port
+        a.kill(signal.SIGTERM)
+        assert (await client.next("disconnect"))["reason"] == "transport close"
+        assert await a.stop() == 0
+        for n in range(5):
+            await b.push("/api/message", thread_id="t1", n=n)
+        again = await client.next("connect", wait=TIMEOUT)
+        assert again["recovered"] is True and again["id"] == first["id"]
+        assert [(await client.next("new_msg"))["args"][0]["n"] for _ in range(5)] == list(range(5))
+    finally:
+        await client.close()
+        await proxy.close()
