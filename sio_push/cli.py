@@ -43,7 +43,10 @@ def serve(settings: Settings) -> None:
     from .app import create_app
 
     app = create_app(settings)
-    log.info("listening on %s:%s (pid %d)", settings.host, settings.port, os.getpid())
+
+    def listening(_: str) -> None:  # aiohttp's banner, printed once the port is bound
+        log.info("listening on %s:%s (pid %d)", settings.host, settings.port, os.getpid())
+
     web.run_app(
         app,
         host=settings.host,
@@ -51,7 +54,7 @@ def serve(settings: Settings) -> None:
         reuse_port=settings.workers > 1 or None,
         access_log_class=AccessLogger,
         shutdown_timeout=SHUTDOWN_SECONDS,
-        print=None,
+        print=listening,
     )
 
 

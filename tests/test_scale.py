@@ -91,6 +91,7 @@ async def test_presence_spans_processes_and_leaves_when_a_process_dies(processes
 async def test_workers_share_one_port_and_survive_a_killed_worker(processes, redis_env, client_factory):
     server = await processes("--workers", "2", **redis_env)
     workers = await _until(lambda: _children(server, 2))
+    await _until(lambda: _listening(server, 2))
     clients = [
         await _joined_client(client_factory, server.url, f"u{i}", "room:lobby:w", reconnection=True) for i in range(16)
     ]
@@ -119,6 +120,11 @@ async def test_workers_share_one_port_and_survive_a_killed_worker(processes, red
 async def _children(server: ServerProcess, count: int) -> list[int] | None:
     children = server.children()
     return children if len(children) == count else None
+
+
+async def _listening(server: ServerProcess, count: int) -> bool:
+    """Whether `count` processes have logged that they listen (after binding the port)."""
+    return server.log().count("listening on") >= count
 
 
 async def _ready(items: set[int]) -> bool:
