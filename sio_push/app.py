@@ -80,7 +80,17 @@ def create_app(settings: Settings) -> web.Application:
     app[SIO] = sio
     app[AUTH] = create_auth(settings)
     app[ENGINE] = engine
-    app[SOCKETS] = Sockets(sio, app[AUTH], engine.presence, engine.broker, Fanout(sio), engine.sessions, engine.node_id)
+    app[SOCKETS] = Sockets(
+        sio,
+        app[AUTH],
+        engine.presence,
+        engine.broker,
+        Fanout(sio),
+        sessions=engine.sessions,
+        node=engine.node_id,
+        presence_batch=settings.presence_batch_seconds,
+        connect_timeout=settings.connect_timeout_seconds,
+    )
     app[SOCKETS].register()
     api.setup_routes(app)
     if settings.demo:

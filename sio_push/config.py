@@ -43,6 +43,7 @@ class Settings:
     recovery_log_size: int = 100_000
     cors_origins: tuple[str, ...] = ()
     presence_batch_seconds: float = 0.1
+    connect_timeout_seconds: float = 45.0
     max_body_bytes: int = 1024 * 1024
     max_socket_message_bytes: int = 64 * 1024
     ping_interval: float = 25.0
@@ -210,6 +211,7 @@ def load_settings(
         cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()) if cors else (),
         max_body_bytes=int(_number(env, "PUSH_MAX_BODY_BYTES", 1024 * 1024, problems, minimum=1024)),
         presence_batch_seconds=_number(env, "PUSH_PRESENCE_BATCH_MS", 100, problems) / 1000,
+        connect_timeout_seconds=_number(env, "PUSH_CONNECT_TIMEOUT", 45, problems, minimum=1),
         ping_interval=_number(env, "PUSH_PING_INTERVAL", 25, problems, minimum=1),
         ping_timeout=_number(env, "PUSH_PING_TIMEOUT", 20, problems, minimum=1),
         workers=worker_count,

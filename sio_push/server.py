@@ -9,6 +9,7 @@ rooms bookkeeping) stays python-socketio's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -31,16 +32,28 @@ class PushServer(socketio.AsyncServer):
     """An AsyncServer whose connects are decided and set up by `Sockets` (see `attach_sockets`)."""
 
     sockets: Sockets | None = None
+    connect_timeout: float = 45.0
 
-    def attach_sockets(self, sockets: Sockets) -> None:
+    def attach_sockets(self, sockets: Sockets, connect_timeout: float) -> None:
         self.sockets = sockets
+        self.connect_timeout = connect_timeout
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         # engineio builds its sockets itself; this one class swap gives each the fan-out fast path.
         socket = self.eio.sockets.get(eio_sid)
         if type(socket) is AsyncSocket:
             socket.__class__ = DirectSocket
+        asyncio.get_running_loop().call_later(self.connect_timeout, self._expect_connected, eio_sid)
         return await super()._handle_eio_connect(eio_sid, environ)
+
+    def _expect_connected(self, eio_sid: str) -> None:
+        """Close an Engine.IO session that never completed a Socket.IO CONNECT (as Socket.IO's connectTimeout)."""
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None or self.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is not None:
+            return
+        log.info("closing eio session %s: no CONNECT within %gs", eio_sid, self.connect_timeout)
+        if isinstance(socket, DirectSocket):
+            self.start_background_task(socket.shut, self.reason.SERVER_DISCONNECT)
 
     async def _refuse(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         await self._send_packet(eio_sid, self.packet_class(sio_packet.CONNECT_ERROR, data=data, namespace=namespace))

@@ -75,6 +75,7 @@ class Sockets:
     :param sessions: where recoverable sessions are kept; None turns recovery off.
     :param node: this process's id, recorded in its sessions.
     :param presence_batch: seconds a room's presence diffs wait to be merged into one broadcast.
+    :param connect_timeout: seconds an Engine.IO session may stay open without a Socket.IO CONNECT.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class Sockets:
         sessions: SessionStore | None = None,
         node: str = "",
         presence_batch: float = 0.1,
+        connect_timeout: float = 45.0,
     ) -> None:
         self._sio = sio
         self._auth = auth
@@ -97,9 +99,10 @@ class Sockets:
         self._node = node
         self._conns: dict[str, _Conn] = {}
         self._diffs = DiffBatcher(self._publish_diff, presence_batch)
+        self._connect_timeout = connect_timeout
 
     def register(self) -> None:
-        self._sio.attach_sockets(self)
+        self._sio.attach_sockets(self, self._connect_timeout)
         on = self._sio.on
         on("disconnect", self.disconnect)
         on("join", self.join)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
 from .conftest import Client, make_token
@@ -197,3 +198,16 @@ async def test_no_presence_in_personal_rooms(server, connect):
     await client.join("room:lobby:sentinel")
     event, (payload,) = await client.next()
     assert event == "presence_state" and payload["room"] == "room:lobby:sentinel"
+
+
+async def test_engineio_session_without_connect_is_closed(make_server):
+    server = await make_server(connect_timeout_seconds=0.3)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket")
+        opened = await ws.receive(timeout=5)
+        assert opened.data.startswith("0{")
+        # It never sends "40": the server sends the Engine.IO CLOSE packet, then closes the connection.
+        assert (await ws.receive(timeout=5)).data == "1"
+        closed = await ws.receive(timeout=5)
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        await ws.close()
