@@ -20,7 +20,7 @@ from .broker import Push
 from .errors import BrokerUnavailable
 from .rooms import RoomKind, room_for
 from .schemas import ChannelSchema, CommunitySchema, EmitSchema, MessageSchema, UserSchema
-from .typedefs import ENGINE, SETTINGS
+from .typedefs import ENGINE, METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except web.HTTPException as exc:
+        if request.path.startswith("/api/") and exc.status >= 400:
+            request.app[METRICS].push_errors.labels(str(exc.status)).inc()
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         return _answer(exc.status, error=exc.reason.lower().replace(" ", "_"))
@@ -122,12 +124,15 @@ def _json_error(cls: type[web.HTTPException], **fields: Any) -> web.HTTPExceptio
 async def publish(request: web.Request, rooms: list[str], event: str, data: Any) -> web.Response:
     """Hand one push to the broker and answer 200 with its rooms (and offset), or 503 if the broker can't take it."""
     rooms = list(dict.fromkeys(rooms))
+    metrics = request.app[METRICS]
     try:
-        offset = await request.app[ENGINE].broker.publish(Push(tuple(rooms), event, data))
+        with metrics.push_seconds.time():
+            offset = await request.app[ENGINE].broker.publish(Push(tuple(rooms), event, data))
     except BrokerUnavailable:
         log.warning("push to %s not accepted: broker unavailable", ",".join(rooms))
         raise _json_error(web.HTTPServiceUnavailable, error="broker_unavailable") from None
     log.info("pushed %s to %s", event, ",".join(rooms))
+    metrics.pushes.labels(request.path).inc()
     extra = {"offset": offset} if offset is not None else {}
     return _answer(200, rooms=rooms, **extra)
 

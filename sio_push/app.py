@@ -12,9 +12,10 @@ from .auth import create_auth
 from .config import Settings
 from .engine import create_engine
 from .fanout import Fanout
+from .metrics import Metrics, get_metrics
 from .server import PushServer
 from .sockets import Sockets
-from .typedefs import AUTH, ENGINE, SETTINGS, SIO, SOCKETS
+from .typedefs import AUTH, ENGINE, FANOUT, METRICS, SETTINGS, SIO, SOCKETS
 from .wire import DirectSocket
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def create_socket_server(settings: Settings) -> PushServer:
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = app[ENGINE]
-    await engine.start(Fanout(app[SIO]).deliver)
+    await engine.start(app[FANOUT].deliver)
     yield
     await engine.close()
 
@@ -76,16 +77,21 @@ def create_app(settings: Settings) -> web.Application:
     sio = create_socket_server(settings)
     sio.attach(app)
     engine = create_engine(settings)
+    metrics = Metrics(settings.metrics_dir)
+    fanout = Fanout(sio, metrics)
     app[SETTINGS] = settings
+    app[METRICS] = metrics
     app[SIO] = sio
     app[AUTH] = create_auth(settings)
     app[ENGINE] = engine
+    app[FANOUT] = fanout
     app[SOCKETS] = Sockets(
         sio,
         app[AUTH],
         engine.presence,
         engine.broker,
-        Fanout(sio),
+        fanout,
+        metrics=metrics,
         sessions=engine.sessions,
         node=engine.node_id,
         presence_batch=settings.presence_batch_seconds,
@@ -93,6 +99,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SOCKETS].register()
     api.setup_routes(app)
+    app.router.add_get("/metrics", get_metrics)
     if settings.demo:
         from .demo import setup_routes as setup_demo_routes
 

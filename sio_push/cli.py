@@ -7,12 +7,15 @@ port (SO_REUSEPORT) and Redis; it restarts a worker that dies and stops them all
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from types import FrameType
 
@@ -70,6 +73,12 @@ def supervise(settings: Settings) -> int:
     context = multiprocessing.get_context("fork")
     workers: dict[int, multiprocessing.process.BaseProcess] = {}
     stopping = False
+    # prometheus-client's multiprocess mode: every worker writes its metrics where all can read them.
+    # It is chosen when prometheus_client is imported, hence the import after setting the variable.
+    metrics_dir = tempfile.mkdtemp(prefix="sio-push-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    settings = dataclasses.replace(settings, metrics_dir=metrics_dir)
+    from prometheus_client import multiprocess
 
     def spawn(slot: int) -> None:
         process = context.Process(target=_worker, args=(settings,), name=f"sio-push-worker-{slot}")
@@ -94,10 +103,13 @@ def supervise(settings: Settings) -> int:
             if process.is_alive():
                 continue
             del workers[slot]
+            if process.pid is not None:
+                multiprocess.mark_process_dead(process.pid, metrics_dir)
             if not stopping:
                 log.warning("worker %d (pid %s) exited with %s; restarting it", slot, process.pid, process.exitcode)
                 time.sleep(RESTART_DELAY)
                 spawn(slot)
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

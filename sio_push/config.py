@@ -50,6 +50,7 @@ class Settings:
     ping_timeout: float = 20.0
     workers: int = 1
     transports: tuple[str, ...] = ("polling", "websocket")
+    metrics_dir: str | None = None  # set by the entry point for --workers
     log_level: str = "INFO"
     log_format: str = "text"
     dev: bool = False

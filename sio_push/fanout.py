@@ -18,6 +18,7 @@ from socketio import packet as sio_packet
 
 from .broker import Push
 from .codec import dumps
+from .metrics import Metrics
 from .server import PushServer
 from .wire import DirectSocket, ws_frame
 
@@ -29,8 +30,9 @@ NAMESPACE = "/"
 class Fanout:
     """Writes pushes to the local sockets of `sio`."""
 
-    def __init__(self, sio: PushServer) -> None:
+    def __init__(self, sio: PushServer, metrics: Metrics | None = None) -> None:
         self._sio = sio
+        self._deliveries = metrics.deliveries if metrics is not None else None
 
     @staticmethod
     def encode(event: str, data: Any, offset: str | None = None) -> eio_packet.Packet:
@@ -68,6 +70,8 @@ class Fanout:
         eio_sids = self.recipients(push.rooms)
         if not eio_sids:
             return
+        if self._deliveries is not None:
+            self._deliveries.inc(len(eio_sids))
         pkt = self.encode(push.event, push.data, offset)
         frame = ws_frame(pkt.encode().encode())
         sockets = self._sio.eio.sockets

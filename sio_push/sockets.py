@@ -20,6 +20,7 @@ from .auth import Auth, Identity
 from .broker import Broker, Missed, Push
 from .errors import AuthError, BackendUnavailable
 from .fanout import NAMESPACE, Fanout
+from .metrics import Metrics
 from .presence import DiffBatcher, Presence, State
 from .recovery import Session, SessionStore
 from .rooms import Room, parse_room, user_room
@@ -72,6 +73,7 @@ class Sockets:
     :param presence: tracks who is in each `room:*` room.
     :param broker: carries presence diffs to every process, and holds the log recovery replays.
     :param fanout: writes to this process's sockets.
+    :param metrics: counts connects and sockets.
     :param sessions: where recoverable sessions are kept; None turns recovery off.
     :param node: this process's id, recorded in its sessions.
     :param presence_batch: seconds a room's presence diffs wait to be merged into one broadcast.
@@ -85,6 +87,7 @@ class Sockets:
         presence: Presence,
         broker: Broker,
         fanout: Fanout,
+        metrics: Metrics | None = None,
         sessions: SessionStore | None = None,
         node: str = "",
         presence_batch: float = 0.1,
@@ -95,6 +98,7 @@ class Sockets:
         self._presence = presence
         self._broker = broker
         self._fanout = fanout
+        self._metrics = metrics or Metrics()
         self._sessions = sessions
         self._node = node
         self._conns: dict[str, _Conn] = {}
@@ -123,6 +127,7 @@ class Sockets:
             identity = await self._auth.authenticate(_token(environ, auth))
         except AuthError as exc:
             log.info("connect refused: %s", exc.code)
+            self._metrics.connects.labels(exc.code).inc()
             raise exceptions.ConnectionRefusedError(exc.code, {"code": exc.code}) from None
         sessions = self._sessions
         restored = await self._restore(sessions, auth, identity) if sessions is not None else None
@@ -145,6 +150,8 @@ class Sockets:
         for offset, push in restored.missed if restored else ():
             self._fanout.write(eio_sid, self._fanout.encode(push.event, push.data, offset))
         self._conns[sid] = _Conn(identity, session)
+        self._metrics.sockets.inc()
+        self._metrics.connects.labels("recovered" if restored else "connected").inc()
 
         if restored:
             for room in restored.rooms:
@@ -206,6 +213,7 @@ class Sockets:
         conn = self._conns.pop(sid, None)
         if conn is None:
             return
+        self._metrics.sockets.dec()
         for name in self._rooms(sid):
             room = parse_room(name)
             if room is not None and room.has_presence:

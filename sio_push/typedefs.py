@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     from .auth import Auth
     from .config import Settings
     from .engine import Engine
+    from .fanout import Fanout
+    from .metrics import Metrics
     from .server import PushServer
     from .sockets import Sockets
 
@@ -17,4 +19,6 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 SIO: web.AppKey[PushServer] = web.AppKey("sio")
 AUTH: web.AppKey[Auth] = web.AppKey("auth")
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")
+FANOUT: web.AppKey[Fanout] = web.AppKey("fanout")
 SOCKETS: web.AppKey[Sockets] = web.AppKey("sockets")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -219,3 +219,20 @@ async def test_unknown_route_and_method_are_json_errors_not_500(server):
             assert resp.status == 405 and (await resp.json())["status"] == 405
         async with http.post(server.url + "/api/nope", json={}) as resp:
             assert resp.status == 404 and (await resp.json())["status"] == 404
+
+
+async def test_metrics_count_sockets_pushes_and_deliveries(server, connect):
+    client = await connect(server)
+    await client.join("room:lobby:c1")
+    await server.push("/api/channel", channel_id="c1")
+    await client.next_msg()
+    await server.post("/api/channel", {"token": "wrong", "channel_id": "c1"})
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    assert "sio_push_sockets 1.0" in text
+    assert 'sio_push_pushes_total{route="/api/channel"} 1.0' in text
+    assert 'sio_push_push_errors_total{status="401"} 1.0' in text
+    assert 'sio_push_connects_total{result="connected"} 1.0' in text
+    assert "sio_push_deliveries_total 1.0" in text
+    assert SERVICE_KEY not in text

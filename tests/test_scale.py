@@ -115,6 +115,8 @@ async def test_workers_share_one_port_and_survive_a_killed_worker(processes, red
         assert (await client.next_msg())["n"] == 2
     restarted = await _until(lambda: _children(server, 2))
     assert workers[0] not in restarted
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as resp:
+        assert "sio_push_sockets 16.0" in await resp.text()  # summed over the live workers
 
 
 async def _children(server: ServerProcess, count: int) -> list[int] | None:

@@ -1,0 +1,69 @@
+"""Prometheus metrics, served at `GET /metrics`.
+
+Each application has its own registry, so several servers can live in one process (tests). With
+`--workers N` the entry point points prometheus-client's multiprocess mode at a shared folder before
+the workers start, and every worker answers `/metrics` for all of them.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+
+class Metrics:
+    """The server's counters. Labels are bounded: results, codes and routes, never ids.
+
+    :param multiprocess_dir: the folder the workers share (prometheus-client's multiprocess mode, which
+                             the entry point turns on through PROMETHEUS_MULTIPROC_DIR); None for one
+                             process.
+    """
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self._multiprocess_dir = multiprocess_dir
+        registry = None if multiprocess_dir else self.registry
+        self.sockets = Gauge(
+            "sio_push_sockets", "Connected Socket.IO sockets.", registry=registry, multiprocess_mode="livesum"
+        )
+        self.connects = Counter(
+            "sio_push_connects",
+            "Socket.IO connects by result (connected, recovered, or a refusal code).",
+            ["result"],
+            registry=registry,
+        )
+        self.pushes = Counter(
+            "sio_push_pushes", "Pushes accepted by the HTTP API, by route.", ["route"], registry=registry
+        )
+        self.push_errors = Counter(
+            "sio_push_push_errors", "Pushes refused, by HTTP status.", ["status"], registry=registry
+        )
+        self.deliveries = Counter("sio_push_deliveries", "Events written to this process's sockets.", registry=registry)
+        self.push_seconds = Histogram(
+            "sio_push_push_seconds",
+            "Time to accept a push (validation and broker hand-over).",
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+
+    def exposition(self) -> bytes:
+        if self._multiprocess_dir:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self._multiprocess_dir)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    from .typedefs import METRICS
+
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
