@@ -7,6 +7,7 @@ port (SO_REUSEPORT) and Redis; it restarts a worker that dies and stops them all
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import multiprocessing
@@ -41,6 +42,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _new_loop(prefer_uvloop: bool) -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when it is installed and wanted (`PUSH_UVLOOP`, on by default), else asyncio's."""
+    if prefer_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            log.info("uvloop is not installed; using asyncio's event loop")
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def serve(settings: Settings) -> None:
     """Run one server process until SIGINT or SIGTERM."""
     from .app import create_app
@@ -52,6 +65,7 @@ def serve(settings: Settings) -> None:
 
     web.run_app(
         app,
+        loop=_new_loop(settings.uvloop),
         host=settings.host,
         port=settings.port,
         reuse_port=settings.workers > 1 or None,

@@ -50,6 +50,7 @@ class Settings:
     ping_timeout: float = 20.0
     workers: int = 1
     transports: tuple[str, ...] = ("polling", "websocket")
+    uvloop: bool = True
     metrics_dir: str | None = None  # set by the entry point for --workers
     log_level: str = "INFO"
     log_format: str = "text"
@@ -216,6 +217,7 @@ def load_settings(
         ping_interval=_number(env, "PUSH_PING_INTERVAL", 25, problems, minimum=1),
         ping_timeout=_number(env, "PUSH_PING_TIMEOUT", 20, problems, minimum=1),
         workers=worker_count,
+        uvloop=(_text(env, "PUSH_UVLOOP") or "1") not in ("0", "false", "no", "off"),
         transports=transports,
         log_level=log_level,
         log_format=log_format,
