@@ -18,6 +18,7 @@ from marshmallow import Schema
 
 from .broker import Push
 from .errors import BrokerUnavailable
+from .openapi import get_openapi
 from .rooms import RoomKind, room_for
 from .schemas import ChannelSchema, CommunitySchema, EmitSchema, MessageSchema, UserSchema
 from .typedefs import ENGINE, METRICS, SETTINGS
@@ -185,3 +186,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/emit", post_emit)
     app.router.add_get("/api/health", get_health)
     app.router.add_get("/api/ready", get_ready)
+    app.router.add_get("/api/openapi.json", get_openapi)

@@ -236,3 +236,17 @@ async def test_metrics_count_sockets_pushes_and_deliveries(server, connect):
     assert 'sio_push_connects_total{result="connected"} 1.0' in text
     assert "sio_push_deliveries_total 1.0" in text
     assert SERVICE_KEY not in text
+
+
+async def test_openapi_document_lists_every_route(server):
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/api/openapi.json") as resp:
+        spec = await resp.json()
+    assert spec["openapi"].startswith("3.")
+    for path in ("/api/message", "/api/channel", "/api/community", "/api/user", "/api/emit", "/api/health"):
+        assert path in spec["paths"]
+    schemas = spec["components"]["schemas"]
+    assert "channel_id" in schemas["Channel"]["required"] and set(schemas["Emit"]["required"]) == {
+        "rooms",
+        "event",
+        "data",
+    }

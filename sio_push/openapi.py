@@ -1,0 +1,80 @@
+"""The OpenAPI document of the push API, built from the same marshmallow schemas that validate it.
+
+Served at `GET /api/openapi.json`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from . import __version__
+from .schemas import ChannelSchema, CommunitySchema, EmitSchema, MessageSchema, UserSchema
+
+_ROUTES = [
+    ("/api/message", MessageSchema, "new_msg to room:lobby:<channel_id> and room:topic:<thread_id>"),
+    ("/api/channel", ChannelSchema, "new_msg to room:lobby:<channel_id>"),
+    ("/api/community", CommunitySchema, "new_msg to room:<community_id>"),
+    ("/api/user", UserSchema, "new_msg to user:<user_id>"),
+    ("/api/emit", EmitSchema, "any event, with data as its one argument, to any rooms"),
+]
+
+_ERRORS = {
+    "401": "missing or wrong service key",
+    "400": "a bad body: `errors` holds the problems by field",
+    "413": "a body over the size limit",
+    "415": "a body that is not JSON",
+    "503": "the broker cannot take the push now; retry",
+}
+
+
+def _answer(description: str, **extra: Any) -> dict[str, Any]:
+    properties = {"status": {"type": "integer"}, **extra}
+    return {"description": description, "content": {"application/json": {"schema": {"properties": properties}}}}
+
+
+def build_spec() -> dict[str, Any]:
+    spec = APISpec(
+        title="sio-push push API",
+        version=__version__,
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "The backend's HTTP API: every push becomes a Socket.IO event in rooms."},
+    )
+    spec.components.security_scheme("serviceKey", {"type": "http", "scheme": "bearer"})
+    ok = _answer(
+        "accepted",
+        rooms={"type": "array", "items": {"type": "string"}},
+        offset={"type": "string", "description": "the push's place in the recovery log"},
+    )
+    for path, schema, summary in _ROUTES:
+        spec.path(
+            path=path,
+            operations={
+                "post": {
+                    "summary": summary,
+                    "description": "The key may also come as the body field `token`. Other fields pass through.",
+                    "security": [{"serviceKey": []}],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+                    "responses": {"200": ok, **{code: _answer(text) for code, text in _ERRORS.items()}},
+                }
+            },
+        )
+    spec.path(path="/api/health", operations={"get": {"summary": "liveness", "responses": {"200": _answer("up")}}})
+    spec.path(
+        path="/api/ready",
+        operations={
+            "get": {
+                "summary": "readiness: the broker can take a push",
+                "responses": {"200": _answer("ready"), "503": _answer("broker unavailable")},
+            }
+        },
+    )
+    return spec.to_dict()
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(build_spec())
