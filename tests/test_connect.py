@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import aiohttp
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -113,3 +114,24 @@ async def test_server_keeps_serving_after_refusals(server, client_factory, conne
         await client_factory().refused(server, token)
     client = await connect(server)
     assert await client.join("room:lobby:after") == {"ok": True, "room": "room:lobby:after"}
+
+
+async def _polling_handshake(server, origin: str) -> tuple[int, str | None]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(server.url + "/socket.io/?EIO=4&transport=polling", headers={"Origin": origin}) as resp,
+    ):
+        return resp.status, resp.headers.get("Access-Control-Allow-Origin")
+
+
+async def test_cors_is_same_origin_by_default(server):
+    assert (await _polling_handshake(server, "https://evil.example"))[0] == 400
+    assert (await _polling_handshake(server, server.url))[0] == 200
+
+
+async def test_cors_origins_are_configurable(make_server):
+    server = await make_server(cors_origins=("https://linen.dev",))
+    assert await _polling_handshake(server, "https://linen.dev") == (200, "https://linen.dev")
+    assert (await _polling_handshake(server, "https://evil.example"))[0] == 400
+    anyone = await make_server(cors_origins=("*",))
+    assert (await _polling_handshake(anyone, "https://anywhere.example"))[0] == 200
