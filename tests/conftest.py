@@ -21,6 +21,8 @@ from aiohttp import web
 from sio_push.app import create_app
 from sio_push.config import Settings
 
+from .node_client import NodeClient
+
 SECRET = "test-secret-that-is-long-enough-for-hs256!"
 SERVICE_KEY = "test-service-key-0123456789"
 TIMEOUT = 5.0
@@ -34,6 +36,24 @@ def make_token(sub: str = "alice", *, rooms: list[str] | None = None, ttl: float
 
 
 ALL_ROOMS = ["room:*"]
+
+PresenceView = dict[str, list[dict[str, Any]]]  # user -> metas
+
+
+def apply_diff(view: PresenceView, diff: dict[str, Any]) -> PresenceView:
+    """Phoenix's syncDiff: joins, then leaves by phx_ref; a new view."""
+    view = {user: list(metas) for user, metas in view.items()}
+    for user, entry in diff["joins"].items():
+        refs = {meta["phx_ref"] for meta in entry["metas"]}
+        view[user] = [m for m in view.get(user, []) if m["phx_ref"] not in refs] + entry["metas"]
+    for user, entry in diff["leaves"].items():
+        refs = {meta["phx_ref"] for meta in entry["metas"]}
+        kept = [m for m in view.get(user, []) if m["phx_ref"] not in refs]
+        if kept:
+            view[user] = kept
+        else:
+            view.pop(user, None)
+    return view
 
 
 class Server:
@@ -168,23 +188,9 @@ class Client:
             state = args[0]["state"]
             self.presence[args[0]["room"]] = {user: list(entry["metas"]) for user, entry in state.items()}
         elif event == "presence_diff":
-            self._apply_diff(args[0])
+            self.presence[args[0]["room"]] = apply_diff(self.presence.get(args[0]["room"], {}), args[0])
         self._presence_changed.set()
         self.events.put_nowait((event, args))
-
-    def _apply_diff(self, diff: dict[str, Any]) -> None:
-        """Phoenix's syncDiff: joins, then leaves by phx_ref."""
-        view = self.presence.setdefault(diff["room"], {})
-        for user, entry in diff["joins"].items():
-            refs = {meta["phx_ref"] for meta in entry["metas"]}
-            view[user] = [m for m in view.get(user, []) if m["phx_ref"] not in refs] + entry["metas"]
-        for user, entry in diff["leaves"].items():
-            refs = {meta["phx_ref"] for meta in entry["metas"]}
-            kept = [m for m in view.get(user, []) if m["phx_ref"] not in refs]
-            if kept:
-                view[user] = kept
-            else:
-                view.pop(user, None)
 
     async def presence_until(self, room: str, predicate: Callable[[dict[str, list[dict[str, Any]]]], bool]) -> dict:
         """Wait until this client's view of `room`'s presence satisfies `predicate`; the view."""
@@ -267,3 +273,17 @@ async def connect(
         return client
 
     return factory
+
+
+@pytest.fixture
+async def node_clients() -> AsyncIterator[Callable[..., Awaitable[NodeClient]]]:
+    clients: list[NodeClient] = []
+
+    async def start(*args: Any, **kwargs: Any) -> NodeClient:
+        client = await NodeClient.start(*args, **kwargs)
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()

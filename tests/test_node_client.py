@@ -5,26 +5,11 @@ from __future__ import annotations
 import pytest
 
 from .conftest import make_token
-from .node_client import NodeClient
 
 
 @pytest.fixture(params=["memory", "redis"])
 def engine(request) -> str:
     return str(request.param)
-
-
-@pytest.fixture
-async def node_clients():
-    clients: list[NodeClient] = []
-
-    async def start(*args, **kwargs) -> NodeClient:
-        client = await NodeClient.start(*args, **kwargs)
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        await client.close()
 
 
 async def test_connect_join_and_receive_new_msg(server, node_clients):

@@ -4,21 +4,7 @@ from __future__ import annotations
 
 from sio_push.presence import diff, merge
 
-
-def apply(view: dict, d: dict) -> dict:
-    """Phoenix's syncDiff: joins, then leaves by phx_ref."""
-    view = {user: list(metas) for user, metas in view.items()}
-    for user, entry in d["joins"].items():
-        refs = {m["phx_ref"] for m in entry["metas"]}
-        view[user] = [m for m in view.get(user, []) if m["phx_ref"] not in refs] + entry["metas"]
-    for user, entry in d["leaves"].items():
-        refs = {m["phx_ref"] for m in entry["metas"]}
-        kept = [m for m in view.get(user, []) if m["phx_ref"] not in refs]
-        if kept:
-            view[user] = kept
-        else:
-            view.pop(user, None)
-    return view
+from .conftest import apply_diff as apply
 
 
 def meta(ref: str, **extra) -> dict:

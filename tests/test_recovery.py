@@ -17,20 +17,6 @@ def engine(request) -> str:
 SLOW_RECONNECT = {"RECONNECTION_DELAY": "1500"}
 
 
-@pytest.fixture
-async def node_clients():
-    clients: list[NodeClient] = []
-
-    async def start(*args, **kwargs) -> NodeClient:
-        client = await NodeClient.start(*args, **kwargs)
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        await client.close()
-
-
 async def _joined(client: NodeClient) -> dict:
     connected = await client.next("connect")
     assert (await client.next("ack"))["answer"]["ok"] is True

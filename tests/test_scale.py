@@ -220,59 +220,56 @@ class Proxy:
             task.cancel()
 
 
-async def test_recovery_survives_the_crash_of_the_clients_process(processes, redis_env):
+@pytest.fixture
+async def behind_proxy(processes, redis_env, node_clients):
+    """Two processes on one Redis, a proxy in front of the first, and a function that starts a Node
+    client through the proxy, joined to a room (it reconnects 1.5 s after a drop)."""
     a = await processes(**redis_env)
     b = await processes(**redis_env)
     proxy = await Proxy(a.port).start()
-    client = await NodeClient.start(
-        f"http://127.0.0.1:{proxy.port}",
-        make_token("eve", rooms=["room:*"]),
-        "room:lobby:c1",
-        env={"RECONNECTION_DELAY": "1500", "TRANSPORTS": "websocket"},
-    )
-    try:
-        first = await client.next("connect")
-        await client.next("ack")
-        await a.push("/api/channel", channel_id="c1", n=0)
-        assert (await client.next("new_msg"))["args"][0]["n"] == 0
 
-        a.kill()
-        await client.next("disconnect")
-        proxy.target = b.port
-        for n in range(1, 11):
-            status, _ = await b.push("/api/channel", channel_id="c1", n=n)
-            assert status == 200
-        again = await client.next("connect", wait=TIMEOUT)
-        assert again["recovered"] is True and again["id"] == first["id"]
-        await b.push("/api/channel", channel_id="c1", n=11)
-        assert [(await client.next("new_msg"))["args"][0]["n"] for _ in range(11)] == list(range(1, 12))
-    finally:
-        await client.close()
-        await proxy.close()
+    async def client(sub: str, room: str) -> tuple[NodeClient, dict]:
+        node = await node_clients(
+            f"http://127.0.0.1:{proxy.port}",
+            make_token(sub, rooms=["room:*"]),
+            room,
+            env={"RECONNECTION_DELAY": "1500", "TRANSPORTS": "websocket"},
+        )
+        first = await node.next("connect")
+        await node.next("ack")
+        return node, first
+
+    yield a, b, proxy, client
+    await proxy.close()
 
 
-async def test_rolling_restart_drains_to_another_process_and_recovers(processes, redis_env):
-    a = await processes(**redis_env)
-    b = await processes(**redis_env)
-    proxy = await Proxy(a.port).start()
-    client = await NodeClient.start(
-        f"http://127.0.0.1:{proxy.port}",
-        make_token("fay", rooms=["room:*"]),
-        "room:topic:t1",
-        env={"RECONNECTION_DELAY": "1500", "TRANSPORTS": "websocket"},
-    )
-    try:
-        first = await client.next("connect")
-        await client.next("ack")
-        proxy.target = b.port
-        a.kill(signal.SIGTERM)
-        assert (await client.next("disconnect"))["reason"] == "transport close"
-        assert await a.stop() == 0
-        for n in range(5):
-            await b.push("/api/message", thread_id="t1", n=n)
-        again = await client.next("connect", wait=TIMEOUT)
-        assert again["recovered"] is True and again["id"] == first["id"]
-        assert [(await client.next("new_msg"))["args"][0]["n"] for _ in range(5)] == list(range(5))
-    finally:
-        await client.close()
-        await proxy.close()
+async def test_recovery_survives_the_crash_of_the_clients_process(behind_proxy):
+    a, b, proxy, start_client = behind_proxy
+    client, first = await start_client("eve", "room:lobby:c1")
+    await a.push("/api/channel", channel_id="c1", n=0)
+    assert (await client.next("new_msg"))["args"][0]["n"] == 0
+
+    a.kill()
+    await client.next("disconnect")
+    proxy.target = b.port
+    for n in range(1, 11):
+        status, _ = await b.push("/api/channel", channel_id="c1", n=n)
+        assert status == 200
+    again = await client.next("connect", wait=TIMEOUT)
+    assert again["recovered"] is True and again["id"] == first["id"]
+    await b.push("/api/channel", channel_id="c1", n=11)
+    assert [(await client.next("new_msg"))["args"][0]["n"] for _ in range(11)] == list(range(1, 12))
+
+
+async def test_rolling_restart_drains_to_another_process_and_recovers(behind_proxy):
+    a, b, proxy, start_client = behind_proxy
+    client, first = await start_client("fay", "room:topic:t1")
+    proxy.target = b.port
+    a.kill(signal.SIGTERM)
+    assert (await client.next("disconnect"))["reason"] == "transport close"
+    assert await a.stop() == 0
+    for n in range(5):
+        await b.push("/api/message", thread_id="t1", n=n)
+    again = await client.next("connect", wait=TIMEOUT)
+    assert again["recovered"] is True and again["id"] == first["id"]
+    assert [(await client.next("new_msg"))["args"][0]["n"] for _ in range(5)] == list(range(5))
