@@ -1,6 +1,6 @@
 'use strict';
-// One raw Socket.IO client: a `ws` websocket speaking Engine.IO v4 + Socket.IO v5 text framing by hand,
-// so that thousands of them cost the load generator little. Only what the benchmarks need: open,
+// One raw Socket.IO client: a websocket (wsframe.js) speaking Engine.IO v4 + Socket.IO v5 text framing by
+// hand, so that thousands of them cost the load generator little. Only what the benchmarks need: open,
 // CONNECT with auth, one `join` with ack, ping/pong, and counting `new_msg` deliveries without parsing
 // the whole JSON of each (the sequence number is read in place from the raw bytes).
 
@@ -12,7 +12,7 @@ function openSocket(url, handlers) {
   if (process.env.LOADGEN_WEBSOCKET !== 'ws') {
     return new WsClient({ host: hostname, port: Number(port), path: pathname + search }, handlers);
   }
-  const WebSocket = require('ws'); // eslint-disable-line global-require
+  const WebSocket = require('ws');
   const ws = new WebSocket(url, { perMessageDeflate: false, skipUTF8Validation: true });
   ws.on('open', handlers.onOpen);
   ws.on('message', handlers.onMessage);

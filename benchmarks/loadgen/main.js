@@ -15,6 +15,7 @@ const readline = require('node:readline');
 const jwt = require('jsonwebtoken');
 const { RawClient, Tally } = require('./client');
 const { PayloadFactory, Pusher, epochMs } = require('./push');
+const { pacer } = require('./wsframe');
 
 const DEFAULTS = {
   host: '127.0.0.1',
@@ -26,6 +27,7 @@ const DEFAULTS = {
   push_concurrency: 4, // POSTs in flight during a burst
   rate: 20, // pushes per second (latency; it sends `pushes` of them)
   payload_bytes: 500,
+  read_pace_ms: 0, // fan-out: read each socket at most once per this many ms (0: as data comes)
   warmup_sockets: 100, // memory: connected and closed before the baseline
   connect_timeout_s: 30,
   idle_timeout_s: 15, // give up waiting for deliveries after this long without one
@@ -242,6 +244,7 @@ async function runFanout(tally) {
     if (tally.delivered === expected && tally.onComplete) tally.onComplete();
   };
   const meter = new Meter();
+  pacer.start(cfg.read_pace_ms);
   meter.start();
   const firstPostAt = performance.now();
   let nextSeq = 0;
@@ -256,6 +259,7 @@ async function runFanout(tally) {
   for (let i = 0; i < Math.min(cfg.push_concurrency, cfg.pushes); i += 1) workers.push(worker());
   await Promise.all(workers);
   const postsDoneAt = performance.now();
+  pacer.stop(); // the server has taken every push: from now on read what comes at once
   await waitDeliveries(tally, expected, cfg.deadline_s);
   const endAt = Math.max(lastDeliveryAt, postsDoneAt);
   const loadgen = meter.stop(endAt);
