@@ -62,40 +62,51 @@ class Presence:
 
 
 class MemoryPresence(Presence):
-    """Presence of one process's sockets."""
+    """Presence of one process's sockets; each room's state is kept ready to send."""
 
     def __init__(self, ref_prefix: str = "") -> None:
         super().__init__(ref_prefix)
-        self._rooms: dict[str, dict[str, tuple[str, Meta]]] = {}  # room -> sid -> (user_id, meta)
+        self._members: dict[str, dict[str, tuple[str, Meta]]] = {}  # room -> sid -> (user_id, meta)
+        self._states: dict[str, State] = {}  # room -> user_id -> {"metas": [...]}
+
+    def _put(self, room: str, user_id: str, sid: str, meta: Meta, old: Meta | None = None) -> None:
+        self._members.setdefault(room, {})[sid] = (user_id, meta)
+        metas = self._states.setdefault(room, {}).setdefault(user_id, {"metas": []})["metas"]
+        if old is not None:
+            metas.remove(old)
+        metas.append(meta)
 
     async def join(self, room: str, user_id: str, sid: str) -> dict[str, State]:
         meta = new_meta(self._ref())
-        self._rooms.setdefault(room, {})[sid] = (user_id, meta)
+        self._put(room, user_id, sid, meta)
         return diff(user_id, joined=meta)
 
     async def update(self, room: str, sid: str, changes: Meta) -> dict[str, State] | None:
-        entry = self._rooms.get(room, {}).get(sid)
+        entry = self._members.get(room, {}).get(sid)
         if entry is None:
             return None
         user_id, old = entry
         new = updated_meta(old, changes, self._ref())
-        self._rooms[room][sid] = (user_id, new)
+        self._put(room, user_id, sid, new, old)
         return diff(user_id, joined=new, left=old)
 
     async def leave(self, room: str, sid: str) -> dict[str, State] | None:
-        members = self._rooms.get(room)
+        members = self._members.get(room)
         if not members or sid not in members:
             return None
         user_id, meta = members.pop(sid)
+        state = self._states[room]
+        state[user_id]["metas"].remove(meta)
+        if not state[user_id]["metas"]:
+            del state[user_id]
         if not members:
-            del self._rooms[room]
+            del self._members[room]
+            del self._states[room]
         return diff(user_id, left=meta)
 
     async def state(self, room: str) -> State:
-        state: State = {}
-        for user_id, meta in self._rooms.get(room, {}).values():
-            state.setdefault(user_id, {"metas": []})["metas"].append(meta)
-        return state
+        """The room's state as it stands (not a copy: send it before the next change)."""
+        return self._states.get(room, {})
 
 
 def merge(into: dict[str, State], diff: dict[str, State]) -> None:

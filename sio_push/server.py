@@ -28,8 +28,49 @@ log = logging.getLogger(__name__)
 NAMESPACE = "/"
 
 
+class IndexedManager(socketio.AsyncManager):
+    """python-socketio's manager with an index from each sid to its rooms.
+
+    The stock manager finds a socket's rooms by scanning every room of the namespace (one per socket at
+    least), so each join, leave or disconnect costs time in proportion to all the sockets connected.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rooms_of: dict[tuple[str, str], set[str | None]] = {}
+
+    def basic_enter_room(self, sid: str, namespace: str, room: str | None, eio_sid: str | None = None) -> None:
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        self._rooms_of.setdefault((namespace, sid), set()).add(room)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: str | None) -> None:
+        super().basic_leave_room(sid, namespace, room)
+        rooms = self._rooms_of.get((namespace, sid))
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._rooms_of[(namespace, sid)]
+
+    def get_rooms(self, sid: str, namespace: str) -> list[str]:
+        return [room for room in self._rooms_of.get((namespace, sid), ()) if room is not None]
+
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        for room in list(self._rooms_of.get((namespace, sid), ())):
+            self.basic_leave_room(sid, namespace, room)
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            sids = pending.get(namespace)
+            if sids and sid in sids:
+                sids.remove(sid)
+                if not sids:
+                    del pending[namespace]
+
+
 class PushServer(socketio.AsyncServer):
     """An AsyncServer whose connects are decided and set up by `Sockets` (see `attach_sockets`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(client_manager=IndexedManager(), **kwargs)
 
     sockets: Sockets | None = None
     connect_timeout: float = 45.0
