@@ -77,7 +77,8 @@ class MemorySessions(SessionStore):
 
     def _expire(self) -> None:
         horizon = time.time() - self.window
-        for pid, ended_at in list(self._ended.items()):
+        while self._ended:
+            pid, ended_at = next(iter(self._ended.items()))
             if ended_at > horizon:
                 break
             del self._ended[pid]

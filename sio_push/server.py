@@ -18,7 +18,7 @@ from engineio.async_socket import AsyncSocket
 from socketio import exceptions
 from socketio import packet as sio_packet
 
-from .wire import DirectSocket
+from .wire import DirectSocket, WriteBatch
 
 if TYPE_CHECKING:
     from .sockets import Sockets
@@ -71,6 +71,7 @@ class PushServer(socketio.AsyncServer):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(client_manager=IndexedManager(), **kwargs)
+        self._write_batch = WriteBatch()
 
     sockets: Sockets | None = None
     connect_timeout: float = 45.0
@@ -84,6 +85,7 @@ class PushServer(socketio.AsyncServer):
         socket = self.eio.sockets.get(eio_sid)
         if type(socket) is AsyncSocket:
             socket.__class__ = DirectSocket
+            socket.batch = self._write_batch
         asyncio.get_running_loop().call_later(self.connect_timeout, self._expect_connected, eio_sid)
         return await super()._handle_eio_connect(eio_sid, environ)
 

@@ -5,9 +5,14 @@ it again for each recipient: that is where a room emit spends its time. `DirectS
 socket, swapped in when the socket opens) lets a push skip all of it: the frame is built once per push
 and written straight to each transport, in the caller's own step.
 
+Frames for one socket are gathered until the event loop's current step ends and go out in one write
+(`WriteBatch`): under load several pushes share each system call, which is what a write per socket per
+push runs out of first.
+
 Order is kept: a packet goes direct only when the socket's queue is empty and its writer holds nothing
-(`_writer_busy`); otherwise it is queued behind the others, as before. Long-polling sockets always
-queue. A client whose unsent bytes pile up past `MAX_BUFFER` is cut off; it reconnects and recovers.
+(`_writer_busy`); otherwise the gathered frames are written and the packet is queued behind them, as
+before. Long-polling sockets always queue. A client whose unsent bytes pile up past `MAX_BUFFER` is cut
+off; it reconnects and recovers.
 """
 
 from __future__ import annotations
@@ -40,11 +45,30 @@ def ws_frame(payload: bytes, text: bool = True) -> bytes:
     return header + payload
 
 
+class WriteBatch:
+    """The sockets with frames gathered in this step of the event loop, flushed together at its end."""
+
+    def __init__(self) -> None:
+        self._sockets: list[DirectSocket] = []
+
+    def add(self, socket: DirectSocket) -> None:
+        if not self._sockets:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._sockets.append(socket)
+
+    def flush(self) -> None:
+        sockets, self._sockets = self._sockets, []
+        for socket in sockets:
+            socket.flush()
+
+
 class DirectSocket(AsyncSocket):
     """An engineio AsyncSocket that can take a frame straight to its websocket transport."""
 
     _ws: Any = None  # engineio's aiohttp websocket wrapper, while upgraded
     _writer_busy = False  # the writer task holds packets it has not written yet
+    batch: WriteBatch | None = None  # set when the socket opens; None writes each frame at once
+    _out: list[bytes] | None = None  # frames gathered for the batch
 
     async def _websocket_handler(self, ws: Any) -> Any:
         self._ws = ws
@@ -76,29 +100,50 @@ class DirectSocket(AsyncSocket):
         there), which socket.io-client answers by reconnecting; a polling client gets the CLOSE packet.
         """
         await self.close(wait=False, abort=False, reason=reason)
+        self.flush()
         writer = getattr(self._ws._sock, "_writer", None) if self._ws is not None else None
         if writer is not None and writer.transport is not None:
             writer.transport.close()
+
+    def _write(self, transport: asyncio.WriteTransport, frame: bytes) -> None:
+        if self.batch is None:
+            transport.write(frame)
+        elif self._out is None:
+            self._out = [frame]
+            self.batch.add(self)
+        else:
+            self._out.append(frame)
+
+    def flush(self) -> None:
+        """Write the gathered frames now, in one write."""
+        out, self._out = self._out, None
+        if not out:
+            return
+        writer = getattr(self._ws._sock, "_writer", None) if self._ws is not None else None
+        if writer is not None and writer.transport is not None and not writer.transport.is_closing():
+            writer.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def push(self, frame: bytes, pkt: eio_packet.Packet) -> None:
         """Send one packet whose websocket frame is already built: direct if possible, else queued."""
         transport = self._direct()
         if transport is not None:
-            transport.write(frame)
+            self._write(transport, frame)
         elif not self.closed:
+            self.flush()
             self.queue.put_nowait(pkt)
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         transport = self._direct()
         if transport is None:
+            self.flush()
             await super().send(pkt)
             return
         if await self.check_ping_timeout():
             encoded = pkt.encode()
             if isinstance(encoded, str):
-                transport.write(ws_frame(encoded.encode()))
+                self._write(transport, ws_frame(encoded.encode()))
             else:
-                transport.write(ws_frame(encoded, text=False))
+                self._write(transport, ws_frame(encoded, text=False))
 
     async def poll(self) -> list[eio_packet.Packet]:
         self._writer_busy = False
