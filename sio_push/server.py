@@ -18,7 +18,7 @@ from engineio.async_socket import AsyncSocket
 from socketio import exceptions
 from socketio import packet as sio_packet
 
-from .wire import DirectSocket, WriteBatch
+from .wire import DirectSocket, PushEngine, WriteBatch
 
 if TYPE_CHECKING:
     from .sockets import Sockets
@@ -72,6 +72,9 @@ class PushServer(socketio.AsyncServer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(client_manager=IndexedManager(), **kwargs)
         self._write_batch = WriteBatch()
+
+    def _engineio_server_class(self) -> type[PushEngine]:
+        return PushEngine
 
     sockets: Sockets | None = None
     connect_timeout: float = 45.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 import pytest
 
@@ -210,4 +212,22 @@ async def test_engineio_session_without_connect_is_closed(make_server):
         assert (await ws.receive(timeout=5)).data == "1"
         closed = await ws.receive(timeout=5)
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        await ws.close()
+
+
+async def test_heartbeat_pings_and_drops_a_client_that_stops_answering(make_server):
+    server = await make_server(ping_interval=1, ping_timeout=1)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket")
+        assert (await ws.receive(timeout=5)).data.startswith("0{")
+        await ws.send_str("40" + json.dumps({"token": make_token("pat")}))
+        assert (await ws.receive(timeout=5)).data.startswith("40{")
+        for _ in range(3):  # the server pings each interval while it gets pongs
+            assert (await ws.receive(timeout=5)).data == "2"
+            await ws.send_str("3")
+        assert (await ws.receive(timeout=5)).data == "2"  # no pong this time: the server gives up
+        message = await ws.receive(timeout=10)
+        while message.type == aiohttp.WSMsgType.TEXT:
+            message = await ws.receive(timeout=10)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
         await ws.close()
