@@ -7,13 +7,13 @@ its entries and hands back the leave diffs to broadcast.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from .codec import dumps, loads
 from .errors import BackendUnavailable
 from .presence import Meta, Presence, State, diff, new_meta, updated_meta
 from .redis_node import Nodes
@@ -48,7 +48,7 @@ class RedisPresence(Presence):
         meta = new_meta(self._ref())
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hset(self._room_key(room), self._field(sid), json.dumps([user_id, meta]))
+                pipe.hset(self._room_key(room), self._field(sid), dumps([user_id, meta]))
                 pipe.sadd(self._rooms_key(self._nodes.node_id), room)
                 await pipe.execute()
         except RedisError as exc:
@@ -62,7 +62,7 @@ class RedisPresence(Presence):
             raise BackendUnavailable(type(exc).__name__) from exc
         if raw is None:
             return None
-        user_id, meta = json.loads(raw)
+        user_id, meta = loads(raw)
         return user_id, meta
 
     async def update(self, room: str, sid: str, changes: Meta) -> dict[str, State] | None:
@@ -72,7 +72,7 @@ class RedisPresence(Presence):
         user_id, old = entry
         new = updated_meta(old, changes, self._ref())
         try:
-            await self._redis.hset(self._room_key(room), self._field(sid), json.dumps([user_id, new]))
+            await self._redis.hset(self._room_key(room), self._field(sid), dumps([user_id, new]))
         except RedisError as exc:
             raise BackendUnavailable(type(exc).__name__) from exc
         return diff(user_id, joined=new, left=old)
@@ -94,7 +94,7 @@ class RedisPresence(Presence):
             raise BackendUnavailable(type(exc).__name__) from exc
         state: State = {}
         for raw in entries.values():
-            user_id, meta = json.loads(raw)
+            user_id, meta = loads(raw)
             state.setdefault(user_id, {"metas": []})["metas"].append(meta)
         return state
 
@@ -109,7 +109,7 @@ class RedisPresence(Presence):
                 mine = {f: v for f, v in entries.items() if f.decode().startswith(node_id + "/")}
                 if mine and await self._redis.hdel(self._room_key(room), *mine):
                     for raw in mine.values():
-                        user_id, meta = json.loads(raw)
+                        user_id, meta = loads(raw)
                         diffs.append((room, diff(user_id, left=meta)))
             await self._redis.delete(self._rooms_key(node_id))
             await self._nodes.forget(node_id)
