@@ -5,9 +5,9 @@ it again for each recipient: that is where a room emit spends its time. `DirectS
 socket, swapped in when the socket opens) lets a push skip all of it: the frame is built once per push
 and written straight to each transport, in the caller's own step.
 
-Frames for one socket are gathered until the event loop's current step ends and go out in one write
-(`WriteBatch`): under load several pushes share each system call, which is what a write per socket per
-push runs out of first.
+A socket's first frame in a step of the event loop is written at once; the frames that follow it in the
+same step are gathered and go out in one write when the step ends (`WriteBatch`): under load several
+pushes share each system call, which is what a write per socket per push runs out of first.
 
 Order is kept: a packet goes direct only when the socket's queue is empty and its writer holds nothing
 (`_writer_busy`); otherwise the gathered frames are written and the packet is queued behind them, as
@@ -218,7 +218,9 @@ class DirectSocket(AsyncSocket):
         if self.batch is None:
             transport.write(frame)
         elif self._out is None:
-            self._out = [frame]
+            # The first frame of this step goes out at once (no added latency); later ones are gathered.
+            transport.write(frame)
+            self._out = []
             self.batch.add(self)
         else:
             self._out.append(frame)
