@@ -114,10 +114,6 @@ class Sockets:
         on("user:typing", self.typing)
         on("*", self.unknown)
 
-    @property
-    def connected(self) -> int:
-        return len(self._conns)
-
     async def open(self, eio_sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
         """Authenticate a CONNECT, restore its session if it brings one, and set the socket up.
 
