@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 NAMESPACE = "/"
 
 
+def _send(socket: Any, frame: bytes, pkt: eio_packet.Packet) -> None:
+    """One packet to one engineio socket: its ready frame on the fast path, else queued."""
+    if isinstance(socket, DirectSocket):
+        socket.push(frame, pkt)
+    elif socket is not None and not socket.closed:
+        socket.queue.put_nowait(pkt)
+
+
 class Fanout:
     """Writes pushes to the local sockets of `sio`."""
 
@@ -60,11 +68,7 @@ class Fanout:
 
     def write(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
         """Send one packet to one socket at once, behind whatever it already has queued."""
-        socket = self._sio.eio.sockets.get(eio_sid)
-        if isinstance(socket, DirectSocket):
-            socket.push(ws_frame(pkt.encode().encode()), pkt)
-        elif socket is not None and not socket.closed:
-            socket.queue.put_nowait(pkt)
+        _send(self._sio.eio.sockets.get(eio_sid), ws_frame(pkt.encode().encode()), pkt)
 
     async def deliver(self, push: Push, offset: str | None) -> None:
         eio_sids = self.recipients(push.rooms)
@@ -76,11 +80,7 @@ class Fanout:
         frame = ws_frame(pkt.encode().encode())
         sockets = self._sio.eio.sockets
         for eio_sid in eio_sids:
-            socket = sockets.get(eio_sid)
-            if isinstance(socket, DirectSocket):
-                socket.push(frame, pkt)
-            elif socket is not None and not socket.closed:
-                socket.queue.put_nowait(pkt)
+            _send(sockets.get(eio_sid), frame, pkt)
 
     def send_to(self, sid: str, event: str, data: Any) -> None:
         """Send one event to one local socket, with no offset (it is never replayed)."""

@@ -184,13 +184,17 @@ class DirectSocket(AsyncSocket):
         finally:
             self._ws = None
 
+    def _writer(self) -> Any:
+        """aiohttp's websocket writer of this socket, while it has one."""
+        return getattr(self._ws._sock, "_writer", None) if self._ws is not None else None
+
     def _direct(self) -> asyncio.WriteTransport | None:
         """The transport to write to now, or None when the packet must be queued to keep order."""
         if self._ws is None or not self.upgraded or self.upgrading or self._writer_busy or self.closed:
             return None
         if not self.queue.empty():
             return None
-        writer = getattr(self._ws._sock, "_writer", None)
+        writer = self._writer()
         if writer is None or writer._closing or writer.transport is None or writer.transport.is_closing():
             return None
         transport: asyncio.WriteTransport = writer.transport
@@ -210,7 +214,7 @@ class DirectSocket(AsyncSocket):
         if self._ping_timer is not None:
             self._ping_timer.cancel()
         self.flush()
-        writer = getattr(self._ws._sock, "_writer", None) if self._ws is not None else None
+        writer = self._writer()
         if writer is not None and writer.transport is not None:
             writer.transport.close()
 
@@ -230,7 +234,7 @@ class DirectSocket(AsyncSocket):
         out, self._out = self._out, None
         if not out:
             return
-        writer = getattr(self._ws._sock, "_writer", None) if self._ws is not None else None
+        writer = self._writer()
         if writer is not None and writer.transport is not None and not writer.transport.is_closing():
             writer.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
