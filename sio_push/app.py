@@ -16,9 +16,12 @@ from .metrics import Metrics, get_metrics
 from .server import PushServer
 from .sockets import Sockets
 from .typedefs import AUTH, ENGINE, FANOUT, METRICS, SETTINGS, SIO, SOCKETS
+from .websocket import SocketSite
 from .wire import DirectSocket
 
 log = logging.getLogger(__name__)
+
+SOCKETIO_PATH = "socket.io"
 
 
 def _cors(settings: Settings) -> str | list[str] | None:
@@ -75,7 +78,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the whole server: sockets at `/socket.io/`, the push API under `/api/`, the demo if asked."""
     app = web.Application(middlewares=[api.error_middleware])
     sio = create_socket_server(settings)
-    sio.attach(app)
+    sio.attach(app, SOCKETIO_PATH)
     engine = create_engine(settings)
     metrics = Metrics(settings.metrics_dir)
     fanout = Fanout(sio, metrics)
@@ -108,3 +111,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_engine_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     return app
+
+
+def create_site(runner: web.AppRunner, host: str | None, port: int, *, reuse_port: bool | None = None) -> SocketSite:
+    """The listening site of an app of `create_app`: Socket.IO's websockets served by `websocket.Front`."""
+    app = runner.app
+    return SocketSite(runner, app[SIO].eio, f"/{SOCKETIO_PATH}/", host, port, reuse_port=reuse_port)

@@ -56,23 +56,26 @@ def _new_loop(prefer_uvloop: bool) -> asyncio.AbstractEventLoop:
 
 def serve(settings: Settings) -> None:
     """Run one server process until SIGINT or SIGTERM."""
-    from .app import create_app
+    with asyncio.Runner(loop_factory=lambda: _new_loop(settings.uvloop)) as runner:
+        runner.run(_serve(settings))
 
-    app = create_app(settings)
 
-    def listening(_: str) -> None:  # aiohttp's banner, printed once the port is bound
+async def _serve(settings: Settings) -> None:
+    from .app import create_app, create_site
+
+    runner = web.AppRunner(create_app(settings), access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_SECONDS)
+    await runner.setup()
+    try:
+        site = create_site(runner, settings.host, settings.port, reuse_port=settings.workers > 1 or None)
+        await site.start()
         log.info("listening on %s:%s (pid %d)", settings.host, settings.port, os.getpid())
-
-    web.run_app(
-        app,
-        loop=_new_loop(settings.uvloop),
-        host=settings.host,
-        port=settings.port,
-        reuse_port=settings.workers > 1 or None,
-        access_log_class=AccessLogger,
-        shutdown_timeout=SHUTDOWN_SECONDS,
-        print=listening,
-    )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def _worker(settings: Settings) -> None:

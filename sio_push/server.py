@@ -18,7 +18,7 @@ from engineio.async_socket import AsyncSocket
 from socketio import exceptions
 from socketio import packet as sio_packet
 
-from .wire import DirectSocket, PushEngine, WriteBatch
+from .wire import DirectSocket, PushEngine
 
 if TYPE_CHECKING:
     from .sockets import Sockets
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/"
+KEPT_ENVIRON = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "REMOTE_ADDR")
 
 
 class IndexedManager(socketio.AsyncManager):
@@ -71,7 +72,8 @@ class PushServer(socketio.AsyncServer):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(client_manager=IndexedManager(), **kwargs)
-        self._write_batch = WriteBatch()
+
+    eio: PushEngine
 
     def _engineio_server_class(self) -> type[PushEngine]:
         return PushEngine
@@ -88,9 +90,13 @@ class PushServer(socketio.AsyncServer):
         socket = self.eio.sockets.get(eio_sid)
         if type(socket) is AsyncSocket:
             socket.__class__ = DirectSocket
-            socket.batch = self._write_batch
-        asyncio.get_running_loop().call_later(self.connect_timeout, self._expect_connected, eio_sid)
-        return await super()._handle_eio_connect(eio_sid, environ)
+            socket.batch = self.eio.batch
+        timer = asyncio.get_running_loop().call_later(self.connect_timeout, self._expect_connected, eio_sid)
+        if isinstance(socket, DirectSocket):
+            socket.connect_timer = timer
+        # Kept for the socket's lifetime: only what the CONNECT handler reads (the token may be in the query).
+        kept = {key: environ[key] for key in KEPT_ENVIRON if key in environ}
+        return await super()._handle_eio_connect(eio_sid, kept)
 
     def _expect_connected(self, eio_sid: str) -> None:
         """Close an Engine.IO session that never completed a Socket.IO CONNECT (as Socket.IO's connectTimeout)."""
@@ -122,3 +128,7 @@ class PushServer(socketio.AsyncServer):
         """Make `sid` a connected socket of "/" on `eio_sid`, without yielding."""
         self.manager.basic_enter_room(sid, NAMESPACE, None, eio_sid=eio_sid)
         self.manager.basic_enter_room(sid, NAMESPACE, sid, eio_sid=eio_sid)
+        socket = self.eio.sockets.get(eio_sid)
+        if isinstance(socket, DirectSocket) and socket.connect_timer is not None:
+            socket.connect_timer.cancel()
+            socket.connect_timer = None

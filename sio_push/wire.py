@@ -21,23 +21,29 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import engineio
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
+
+if TYPE_CHECKING:
+    from .websocket import Connection
 
 log = logging.getLogger(__name__)
 
 MAX_BUFFER = 8 * 1024 * 1024
 
 
-def ws_frame(payload: bytes, text: bool = True) -> bytes:
+TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA  # websocket opcodes
+
+
+def ws_frame(payload: bytes, text: bool = True, opcode: int | None = None) -> bytes:
     """One unmasked, final websocket frame (server to client) carrying `payload`, uncompressed.
 
     Uncompressed frames are valid even where permessage-deflate was negotiated (RSV1 unset).
     """
-    first = 0x81 if text else 0x82
+    first = 0x80 | (opcode if opcode is not None else TEXT if text else BINARY)
     size = len(payload)
     if size < 126:
         header = bytes((first, size))
@@ -46,6 +52,12 @@ def ws_frame(payload: bytes, text: bool = True) -> bytes:
     else:
         header = bytes((first, 127)) + size.to_bytes(8, "big")
     return header + payload
+
+
+def packet_frame(pkt: eio_packet.Packet) -> bytes:
+    """The websocket frame of one Engine.IO packet."""
+    encoded = pkt.encode()
+    return ws_frame(encoded.encode()) if isinstance(encoded, str) else ws_frame(encoded, text=False)
 
 
 _PING_FRAME = ws_frame(b"2")
@@ -130,13 +142,6 @@ class LightQueue:
             await joiner
 
 
-class PushEngine(engineio.AsyncServer):
-    """python-engineio's server with light socket queues."""
-
-    def create_queue(self, *args: Any, **kwargs: Any) -> LightQueue:
-        return LightQueue()
-
-
 class WriteBatch:
     """The sockets with frames gathered in this step of the event loop, flushed together at its end."""
 
@@ -154,20 +159,89 @@ class WriteBatch:
             socket.flush()
 
 
-class DirectSocket(AsyncSocket):
-    """An engineio AsyncSocket that can take a frame straight to its websocket transport."""
+class PushEngine(engineio.AsyncServer):
+    """python-engineio's server with light socket queues, and its websocket sessions over `Connection`s.
 
+    `open_direct` and `upgrade_target` do what python-engineio's websocket connect and upgrade do, for
+    the connections `websocket.Front` serves itself.
+    """
+
+    start_service_task: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch = WriteBatch()
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> LightQueue:
+        return LightQueue()
+
+    def open_direct(self, conn: Connection) -> DirectSocket:
+        """A new Engine.IO session on websocket `conn`: registered, its OPEN packet written, pinged.
+
+        The caller awaits `connect_event` before it hands the session any packet.
+        """
+        if self.start_service_task:  # python-engineio's sweep of timed-out sockets, started as its connect does
+            self.start_service_task = False
+            self.service_task_handle = self.start_background_task(self._service_task)
+        sid = self.generate_id()
+        socket = DirectSocket(self, sid)
+        socket.batch = self.batch
+        socket.connected = socket.upgraded = True
+        socket.conn = conn
+        self.sockets[sid] = socket
+        opening = {
+            "sid": sid,
+            "upgrades": [],
+            "pingTimeout": int(self.ping_timeout * 1000),
+            "pingInterval": int(self.ping_interval + self.ping_interval_grace_period) * 1000,
+            "maxPayload": self.max_http_buffer_size,
+        }
+        opened = eio_packet.Packet(eio_packet.OPEN, opening)
+        socket.push(packet_frame(opened), opened)
+        socket.schedule_ping()
+        return socket
+
+    async def connect_event(self, socket: DirectSocket, environ: dict[str, Any]) -> bool:
+        """Run the connect handler for a session of `open_direct`; False (and the session dropped) if it refused."""
+        accepted = await self._trigger_event("connect", socket.sid, environ, run_async=False)
+        if accepted is None or accepted is True:
+            return True
+        self.sockets.pop(socket.sid, None)
+        self.logger.warning("Application rejected connection")
+        return False
+
+    def upgrade_target(self, sid: str) -> DirectSocket | None:
+        """The polling session `sid` if it may upgrade to websocket now (as python-engineio decides), else None."""
+        socket = self.sockets.get(sid)
+        if not isinstance(socket, DirectSocket) or "websocket" not in self.transports:
+            return None
+        if not socket.connected or socket.upgraded or socket.upgrading or socket.closing or socket.closed:
+            return None
+        return socket
+
+
+class DirectSocket(AsyncSocket):
+    """An engineio AsyncSocket that can take a frame straight to its websocket transport.
+
+    Its websocket is either a `websocket.Connection` (`conn`), or aiohttp's, run by python-engineio's
+    websocket handler (`_ws`) for the connections `websocket.Front` hands to aiohttp.
+    """
+
+    conn: Connection | None = None
     _ws: Any = None  # engineio's aiohttp websocket wrapper, while upgraded
     _writer_busy = False  # the writer task holds packets it has not written yet
     batch: WriteBatch | None = None  # set when the socket opens; None writes each frame at once
     _out: list[bytes] | None = None  # frames gathered for the batch
     _ping_timer: asyncio.TimerHandle | None = None
+    connect_timer: asyncio.TimerHandle | None = None  # until the Socket.IO CONNECT (server.PushServer)
     last_ping: float | None
 
     def schedule_ping(self) -> None:
-        # A timer, where python-engineio starts a task per socket and ping: the same heartbeat, lighter.
+        # Timers, where python-engineio starts a task per socket and ping: the same heartbeat, lighter.
         if self.last_ping:
             self.last_ping = None
+            if self._ping_timer is not None:
+                self._ping_timer.cancel()
             loop = asyncio.get_running_loop()
             self._ping_timer = loop.call_later(self.server.ping_interval, self._send_ping_now)
 
@@ -176,6 +250,14 @@ class DirectSocket(AsyncSocket):
         if not self.closing and not self.closed:
             self.last_ping = time.time()
             self.push(_PING_FRAME, eio_packet.Packet(eio_packet.PING))
+            loop = asyncio.get_running_loop()
+            self._ping_timer = loop.call_later(self.server.ping_timeout, self._pong_overdue)
+
+    def _pong_overdue(self) -> None:
+        self._ping_timer = None
+        if not self.closing and not self.closed:
+            log.info("sid=%s sent no pong within %gs; closing it", self.sid, self.server.ping_timeout)
+            self.server.start_background_task(self.shut, self.server.reason.PING_TIMEOUT)
 
     async def _websocket_handler(self, ws: Any) -> Any:
         self._ws = ws
@@ -184,25 +266,56 @@ class DirectSocket(AsyncSocket):
         finally:
             self._ws = None
 
-    def _writer(self) -> Any:
-        """aiohttp's websocket writer of this socket, while it has one."""
-        return getattr(self._ws._sock, "_writer", None) if self._ws is not None else None
+    def _transport(self) -> asyncio.WriteTransport | None:
+        """The transport of this socket's websocket, while it has an open one."""
+        if self.conn is not None:
+            transport = None if self.conn.closed else self.conn.transport
+        elif self._ws is not None:
+            writer = getattr(self._ws._sock, "_writer", None)
+            transport = None if writer is None or writer._closing else writer.transport
+        else:
+            return None
+        return None if transport is None or transport.is_closing() else transport
 
     def _direct(self) -> asyncio.WriteTransport | None:
         """The transport to write to now, or None when the packet must be queued to keep order."""
-        if self._ws is None or not self.upgraded or self.upgrading or self._writer_busy or self.closed:
+        if not self.upgraded or self.upgrading or self._writer_busy or self.closed or not self.queue.empty():
             return None
-        if not self.queue.empty():
-            return None
-        writer = self._writer()
-        if writer is None or writer._closing or writer.transport is None or writer.transport.is_closing():
-            return None
-        transport: asyncio.WriteTransport = writer.transport
-        if transport.get_write_buffer_size() > MAX_BUFFER:
+        transport = self._transport()
+        if transport is not None and transport.get_write_buffer_size() > MAX_BUFFER:
             log.warning("sid=%s reads too slowly (%d bytes unsent); closing it", self.sid, MAX_BUFFER)
             transport.abort()
             return None
         return transport
+
+    def attach(self, conn: Connection) -> None:
+        """Complete an upgrade from polling: `conn` is this socket's websocket from now on.
+
+        What was queued for the polling transport meanwhile is written to the websocket first, in order.
+        """
+        queued = []
+        while not self.queue.empty():
+            queued.append(self.queue.get_nowait())
+            self.queue.task_done()
+        self.conn = conn
+        self.upgraded = True
+        self.upgrading = False
+        for pkt in queued:
+            if pkt is not None:
+                self.push(packet_frame(pkt), pkt)
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        for timer in (self._ping_timer, self.connect_timer):
+            if timer is not None:
+                timer.cancel()
+        self._ping_timer = self.connect_timer = None
+        if self.conn is None:
+            await super().close(wait=wait, abort=abort, reason=reason)
+            return
+        # No writer task drains the queue of a `Connection`'s socket: nothing to wait for.
+        await super().close(wait=False, abort=abort, reason=reason)
+        self.flush()
+        self.conn.close()
 
     async def shut(self, reason: str) -> None:
         """Close this socket for good: disconnect handlers run, and the connection itself closes.
@@ -211,12 +324,10 @@ class DirectSocket(AsyncSocket):
         there), which socket.io-client answers by reconnecting; a polling client gets the CLOSE packet.
         """
         await self.close(wait=False, abort=False, reason=reason)
-        if self._ping_timer is not None:
-            self._ping_timer.cancel()
         self.flush()
-        writer = self._writer()
-        if writer is not None and writer.transport is not None:
-            writer.transport.close()
+        transport = self._transport()
+        if transport is not None:
+            transport.close()
 
     def _write(self, transport: asyncio.WriteTransport, frame: bytes) -> None:
         if self.batch is None:
@@ -234,9 +345,9 @@ class DirectSocket(AsyncSocket):
         out, self._out = self._out, None
         if not out:
             return
-        writer = self._writer()
-        if writer is not None and writer.transport is not None and not writer.transport.is_closing():
-            writer.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        transport = self._transport()
+        if transport is not None:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def push(self, frame: bytes, pkt: eio_packet.Packet) -> None:
         """Send one packet whose websocket frame is already built: direct if possible, else queued."""
@@ -254,11 +365,7 @@ class DirectSocket(AsyncSocket):
             await super().send(pkt)
             return
         if await self.check_ping_timeout():
-            encoded = pkt.encode()
-            if isinstance(encoded, str):
-                self._write(transport, ws_frame(encoded.encode()))
-            else:
-                self._write(transport, ws_frame(encoded, text=False))
+            self._write(transport, packet_frame(pkt))
 
     async def poll(self) -> list[eio_packet.Packet]:
         self._writer_busy = False

@@ -18,7 +18,7 @@ import pytest
 import socketio
 from aiohttp import web
 
-from sio_push.app import create_app
+from sio_push.app import create_app, create_site
 from sio_push.config import Settings
 
 from .node_client import NodeClient
@@ -84,7 +84,7 @@ async def start_server(settings: Settings) -> Server:
     app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = create_site(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     return Server(app, runner, port)
