@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/"
-KEPT_ENVIRON = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "REMOTE_ADDR")
+KEPT_ENVIRON = ("REQUEST_METHOD", "QUERY_STRING", "REMOTE_ADDR")
 
 
 class IndexedManager(socketio.AsyncManager):

@@ -52,7 +52,7 @@ class Handshake:
 
     def environ(self, peer: str) -> dict[str, Any]:
         """The WSGI-style environ python-engineio's handlers read (see server.KEPT_ENVIRON)."""
-        return {"REQUEST_METHOD": "GET", "PATH_INFO": "", "QUERY_STRING": self.query, "REMOTE_ADDR": peer}
+        return {"REQUEST_METHOD": "GET", "QUERY_STRING": self.query, "REMOTE_ADDR": peer}
 
     def origin_environ(self) -> dict[str, str]:
         """What python-engineio's origin check reads."""
