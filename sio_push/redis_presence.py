@@ -7,6 +7,7 @@ its entries and hands back the leave diffs to broadcast.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -34,6 +35,8 @@ class RedisPresence(Presence):
         self._redis = client
         self._prefix = prefix
         self._nodes = nodes
+        self._next_read: dict[str, asyncio.Future[State]] = {}  # room -> the read that callers now will share
+        self._readers: dict[str, asyncio.Task[None]] = {}
 
     def _room_key(self, room: str) -> str:
         return f"{self._prefix}presence:{room}"
@@ -88,6 +91,36 @@ class RedisPresence(Presence):
         return diff(entry[0], left=entry[1])
 
     async def state(self, room: str) -> State:
+        """The room's state, read after this call began (not a copy: send it before the next change).
+
+        A crowd joining one room would read the whole room once per joiner; instead the callers that
+        arrive while a read of the room runs share the one read that starts after it.
+        """
+        future = self._next_read.get(room)
+        if future is None:
+            future = self._next_read[room] = asyncio.get_running_loop().create_future()
+            if room not in self._readers:
+                self._readers[room] = asyncio.create_task(self._read_while_asked(room))
+        return await asyncio.shield(future)
+
+    async def _read_while_asked(self, room: str) -> None:
+        future: asyncio.Future[State] | None = None
+        try:
+            while room in self._next_read:
+                future = self._next_read.pop(room)
+                try:
+                    state = await self._read(room)
+                except Exception as exc:  # the callers' to handle, as if each had read
+                    future.set_exception(exc)
+                else:
+                    future.set_result(state)
+        finally:
+            del self._readers[room]
+            for unanswered in (future, self._next_read.pop(room, None)):
+                if unanswered is not None and not unanswered.done():
+                    unanswered.cancel()
+
+    async def _read(self, room: str) -> State:
         try:
             entries = await self._redis.hgetall(self._room_key(room))
         except RedisError as exc:

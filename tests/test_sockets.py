@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -192,6 +193,17 @@ async def test_presence_diffs_of_a_burst_of_joins_are_merged(server, connect):
     await watcher.presence_until("room:crowd", lambda v: len(v) == 11)
     diffs = watcher.drain("presence_diff")
     assert 1 <= len(diffs) < 10  # merged, not one per join
+
+
+async def test_a_crowd_joining_at_once_each_sees_itself_and_all_converge(server, connect):
+    crowd = await asyncio.gather(*(connect(server, f"c{i}") for i in range(30)))
+    answers = await asyncio.gather(*(client.join("room:rush") for client in crowd))
+    assert all(answer["ok"] for answer in answers)
+    for i, client in enumerate(crowd):
+        _, (state,) = await client.next("presence_state")
+        assert f"c{i}" in state["state"]  # read after its own join, though reads are shared
+    for client in crowd:
+        await client.presence_until("room:rush", lambda v: len(v) == 30)
 
 
 async def test_no_presence_in_personal_rooms(server, connect):
