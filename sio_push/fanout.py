@@ -20,7 +20,7 @@ from .broker import Push
 from .codec import dumps
 from .metrics import Metrics
 from .server import PushServer
-from .wire import DirectSocket, ws_frame
+from .wire import DirectSocket, packet_frame
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Fanout:
 
     def write(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
         """Send one packet to one socket at once, behind whatever it already has queued."""
-        _send(self._sio.eio.sockets.get(eio_sid), ws_frame(pkt.encode().encode()), pkt)
+        _send(self._sio.eio.sockets.get(eio_sid), packet_frame(pkt), pkt)
 
     async def deliver(self, push: Push, offset: str | None) -> None:
         eio_sids = self.recipients(push.rooms)
@@ -77,7 +77,7 @@ class Fanout:
         if self._deliveries is not None:
             self._deliveries.inc(len(eio_sids))
         pkt = self.encode(push.event, push.data, offset)
-        frame = ws_frame(pkt.encode().encode())
+        frame = packet_frame(pkt)
         sockets = self._sio.eio.sockets
         for eio_sid in eio_sids:
             _send(sockets.get(eio_sid), frame, pkt)

@@ -29,7 +29,7 @@ from aiohttp import web
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
-from .wire import BINARY, CLOSE, PING, PONG, TEXT, DirectSocket, PushEngine, ws_frame
+from .wire import BINARY, CLOSE, PING, PONG, TEXT, DirectSocket, PushEngine, packet_frame, ws_frame
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,15 @@ _ORIGIN_HEADERS = {
     "x-forwarded-proto": "HTTP_X_FORWARDED_PROTO",
     "x-forwarded-host": "HTTP_X_FORWARDED_HOST",
 }
-_READ_HEADERS = {"upgrade", "connection", "sec-websocket-key", "sec-websocket-version", *_ORIGIN_HEADERS}
+_READ_HEADERS = {
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "content-length",
+    "transfer-encoding",
+    *_ORIGIN_HEADERS,
+}
 
 
 def parse_handshake(head: bytes, path: str) -> Handshake | None:
@@ -97,6 +105,8 @@ def parse_handshake(head: bytes, path: str) -> Handshake | None:
             headers[name] = value.strip(" \t")
     if headers.get("upgrade", "").lower() != "websocket" or headers.get("sec-websocket-version") != "13":
         return None
+    if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
+        return None  # a handshake with a body: aiohttp's to judge
     if "upgrade" not in (token.strip().lower() for token in headers.get("connection", "").split(",")):
         return None
     key = headers.get("sec-websocket-key", "")
@@ -134,7 +144,7 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
 
 
 def _close_frame(code: int) -> bytes:
-    return ws_frame(code.to_bytes(2, "big"), opcode=CLOSE)
+    return ws_frame(code.to_bytes(2, "big"), CLOSE)
 
 
 class Front(asyncio.Protocol):
@@ -320,7 +330,7 @@ class Connection(asyncio.Protocol):
             elif opcode == CLOSE:
                 self.close(int.from_bytes(payload[:2], "big") if len(payload) >= 2 else NORMAL)
             elif opcode == PING:
-                self.transport.write(ws_frame(payload, opcode=PONG))
+                self.transport.write(ws_frame(payload, PONG))
             elif opcode != PONG:
                 self._fail(PROTOCOL_ERROR, f"opcode {opcode}")
             return
@@ -375,7 +385,7 @@ class Connection(asyncio.Protocol):
     def _upgrade(self, socket: DirectSocket, pkt: eio_packet.Packet) -> None:
         """The probe exchange of an upgrade from polling, as python-engineio's websocket handler does it."""
         if self._probing == 2 and pkt.packet_type == eio_packet.PING and pkt.data == "probe":
-            self.transport.write(ws_frame(eio_packet.Packet(eio_packet.PONG, data="probe").encode().encode()))
+            self.transport.write(packet_frame(eio_packet.Packet(eio_packet.PONG, data="probe")))
             socket.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
             self._probing = 1
         elif self._probing == 1 and pkt.packet_type == eio_packet.UPGRADE and not socket.closed:

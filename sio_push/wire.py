@@ -1,9 +1,10 @@
 """The fan-out fast path: a push written to each websocket as ready-made frame bytes.
 
 python-engineio sends every packet through a per-socket queue and writer task, which encodes and frames
-it again for each recipient: that is where a room emit spends its time. `DirectSocket` (an engineio
-socket, swapped in when the socket opens) lets a push skip all of it: the frame is built once per push
-and written straight to each transport, in the caller's own step.
+it again for each recipient: that is where a room emit spends its time. `DirectSocket` (the class of
+every engineio socket here) lets a push skip all of it: the frame is built once per push and written
+straight to each transport, in the caller's own step. The websocket under it is a
+`websocket.Connection`, or aiohttp's for the connections `websocket.Front` hands to aiohttp.
 
 A socket's first frame in a step of the event loop is written at once; the frames that follow it in the
 same step are gathered and go out in one write when the step ends (`WriteBatch`): under load several
@@ -38,12 +39,12 @@ MAX_BUFFER = 8 * 1024 * 1024
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA  # websocket opcodes
 
 
-def ws_frame(payload: bytes, text: bool = True, opcode: int | None = None) -> bytes:
+def ws_frame(payload: bytes, opcode: int = TEXT) -> bytes:
     """One unmasked, final websocket frame (server to client) carrying `payload`, uncompressed.
 
     Uncompressed frames are valid even where permessage-deflate was negotiated (RSV1 unset).
     """
-    first = 0x80 | (opcode if opcode is not None else TEXT if text else BINARY)
+    first = 0x80 | opcode
     size = len(payload)
     if size < 126:
         header = bytes((first, size))
@@ -57,7 +58,7 @@ def ws_frame(payload: bytes, text: bool = True, opcode: int | None = None) -> by
 def packet_frame(pkt: eio_packet.Packet) -> bytes:
     """The websocket frame of one Engine.IO packet."""
     encoded = pkt.encode()
-    return ws_frame(encoded.encode()) if isinstance(encoded, str) else ws_frame(encoded, text=False)
+    return ws_frame(encoded.encode()) if isinstance(encoded, str) else ws_frame(encoded, BINARY)
 
 
 _PING_FRAME = ws_frame(b"2")

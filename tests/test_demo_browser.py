@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import time
 
 import pytest
 from playwright.async_api import async_playwright, expect
+
+from sio_push.typedefs import SIO
+from sio_push.websocket import Connection
 
 CHROMIUM = os.environ.get("PUSH_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_CHROMIUM = os.path.exists(CHROMIUM)
@@ -69,3 +74,28 @@ async def test_demo_routes_exist_only_with_demo(server, make_server):
     assert status == 400
     status, answer = await demo.post("/demo/send", {"channel_id": "general", "text": "hi"})
     assert status == 401 and answer["error"] == "token_missing"
+
+
+UPGRADE_JS = """async () => {
+  const answer = await fetch("/demo/token", {method: "POST", headers: {"Content-Type": "application/json"},
+                                             body: JSON.stringify({user: "upgrader"})});
+  const {token} = await answer.json();
+  const socket = io({auth: {token}, transports: ["polling", "websocket"]});
+  return await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no upgrade within 10 s")), 10000);
+    socket.io.engine.on("upgrade", (transport) => { clearTimeout(timer); resolve(transport.name); });
+  });
+}"""
+
+
+async def test_browser_upgrading_from_polling_ends_on_a_websocket_connection(make_server, browser):
+    server = await make_server(demo=True)
+    page = await browser.new_page()
+    await page.goto(f"{server.url}/demo")
+    assert await page.evaluate(UPGRADE_JS) == "websocket"
+    sockets = server.app[SIO].eio.sockets
+    deadline = time.monotonic() + 10
+    while not any(isinstance(socket.conn, Connection) for socket in sockets.values()):
+        assert time.monotonic() < deadline, "the upgrade never reached the server"
+        await asyncio.sleep(0.01)
+    await page.close()

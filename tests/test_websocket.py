@@ -422,6 +422,8 @@ def test_parse_handshake_takes_only_plain_engineio_handshakes():
         [*base[:5], "Sec-WebSocket-Version: 8", *base[6:]],
         [*base, "Origin: http://h"],  # twice
         [*base, " folded"],
+        [*base, "Content-Length: 5"],
+        [*base, "Transfer-Encoding: chunked"],
         [*base, "no colon"],
     ]
     for lines in refused:
