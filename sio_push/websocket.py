@@ -29,12 +29,15 @@ from aiohttp import web
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
-from .wire import BINARY, CLOSE, PING, PONG, TEXT, DirectSocket, PushEngine, packet_frame, ws_frame
+from .wire import BINARY, CLOSE, MAX_BUFFER, PING, PONG, TEXT, DirectSocket, PushEngine, packet_frame, ws_frame
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 16 * 1024  # a longer request head is aiohttp's to judge
+HEAD_SECONDS = 30.0  # for a new connection's request head to arrive
+CLOSE_SECONDS = 5.0  # for the client to close its side after our close frame
 INBOX_LIMIT = 64  # packets waiting for their handlers before the connection stops reading
+MAX_FRAGMENTS = 1024  # frames of one message
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CONTINUATION = 0x0
 # Close codes (RFC 6455 7.4.1)
@@ -54,9 +57,9 @@ class Handshake:
         """The WSGI-style environ python-engineio's handlers read (see server.KEPT_ENVIRON)."""
         return {"REQUEST_METHOD": "GET", "QUERY_STRING": self.query, "REMOTE_ADDR": peer}
 
-    def origin_environ(self) -> dict[str, str]:
+    def origin_environ(self, scheme: str) -> dict[str, str]:
         """What python-engineio's origin check reads."""
-        environ = {"wsgi.url_scheme": "http"}
+        environ = {"wsgi.url_scheme": scheme}
         for name, key in _ORIGIN_HEADERS.items():
             if name in self.headers:
                 environ[key] = self.headers[name]
@@ -147,50 +150,78 @@ def _close_frame(code: int) -> bytes:
     return ws_frame(code.to_bytes(2, "big"), CLOSE)
 
 
+def _peer_close_code(payload: bytes) -> int:
+    """The code to answer a client's close frame with (RFC 6455 5.5.1, 7.4)."""
+    if not payload:
+        return NORMAL
+    code = int.from_bytes(payload[:2], "big")
+    if len(payload) == 1 or not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        return PROTOCOL_ERROR
+    try:
+        payload[2:].decode()
+    except UnicodeDecodeError:
+        return INVALID_DATA
+    return code
+
+
 class Front(asyncio.Protocol):
     """Reads a new connection's request head, then gives the connection to a `Connection` or to aiohttp."""
 
-    __slots__ = ("_engine", "_head", "_http", "_path", "_transport")
+    __slots__ = ("_engine", "_head", "_http", "_lf_from", "_path", "_prefix", "_timer", "_transport")
 
     def __init__(self, http: Callable[[], asyncio.Protocol], engine: PushEngine, path: str) -> None:
         self._http = http
         self._engine = engine
         self._path = path
-        self._head = b""
+        self._prefix = b"GET " + path.encode()
+        self._head = bytearray()
+        self._lf_from = 0  # line ends before this offset have been checked
         self._transport: asyncio.Transport = cast(asyncio.Transport, None)  # set at once by the loop
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # a stream server's transports are
+        self._timer = asyncio.get_running_loop().call_later(HEAD_SECONDS, self._transport.close)
 
     def data_received(self, data: bytes) -> None:
-        head = self._head + data if self._head else data
-        if not head.startswith(b"GET "[: len(head)]):
-            self._hand_off(head)
+        head = self._head
+        head += data
+        if head[: len(self._prefix)] != self._prefix[: len(head)]:
+            self._hand_off()  # not a GET of the Socket.IO path: nothing to wait for
             return
-        end = head.find(b"\r\n\r\n")
+        end = head.find(b"\r\n\r\n", max(self._lf_from - 3, 0))
         if end < 0:
-            if len(head) > MAX_HEAD:
-                self._hand_off(head)
-            else:
-                self._head = head
+            if len(head) > MAX_HEAD or self._bare_lf():
+                self._hand_off()
             return
-        self._head = b""
-        handshake = parse_handshake(head[:end], self._path)
+        handshake = parse_handshake(bytes(head[:end]), self._path)
         if handshake is None or not self._allowed(handshake):
-            self._hand_off(head)
+            self._hand_off()
             return
         target = None
         if handshake.sid is not None:
             target = self._engine.upgrade_target(handshake.sid)
             if target is None:
-                self._hand_off(head)  # python-engineio answers a bad or finished session with its 400
+                self._hand_off()  # python-engineio answers a bad or finished session with its 400
                 return
+        self._stop_timer()
         transport = self._transport
         conn = Connection(transport, self._engine)
         transport.set_protocol(conn)
         conn.open(handshake, target)
         if len(head) > end + 4:
-            conn.data_received(head[end + 4 :])
+            conn.data_received(bytes(head[end + 4 :]))
+
+    def _bare_lf(self) -> bool:
+        """Whether a line of the head ends in LF alone (aiohttp answers those; this parser does not)."""
+        head = self._head
+        at = head.find(b"\n", self._lf_from)
+        while at >= 0:
+            if at == 0 or head[at - 1] != 0x0D:
+                return True
+            at = head.find(b"\n", at + 1)
+        self._lf_from = len(head)
+        return False
 
     def _allowed(self, handshake: Handshake) -> bool:
         """python-engineio's origin check (and its transport list), which aiohttp's path applies too."""
@@ -200,10 +231,18 @@ class Front(asyncio.Protocol):
         origin = handshake.headers.get("origin")
         if engine.cors_allowed_origins == [] or not origin:
             return True
-        allowed = engine._cors_allowed_origins(handshake.origin_environ())
+        scheme = "https" if self._transport.get_extra_info("sslcontext") else "http"
+        allowed = engine._cors_allowed_origins(handshake.origin_environ(scheme))
         return allowed is None or origin in allowed
 
-    def _hand_off(self, data: bytes) -> None:
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _hand_off(self) -> None:
+        self._stop_timer()
+        data, self._head = bytes(self._head), bytearray()
         transport = self._transport
         protocol = self._http()
         transport.set_protocol(protocol)
@@ -212,10 +251,12 @@ class Front(asyncio.Protocol):
             protocol.data_received(data)
 
     def eof_received(self) -> bool | None:
-        self._hand_off(self._head)
-        self._head = b""
+        self._hand_off()
         protocol = cast(asyncio.Protocol, self._transport.get_protocol())
         return protocol.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
 
 
 class Connection(asyncio.Protocol):
@@ -225,7 +266,19 @@ class Connection(asyncio.Protocol):
     which most of an idle socket's traffic is, are taken at once.
     """
 
-    __slots__ = ("_buffer", "_engine", "_fragments", "_inbox", "_probing", "_task", "closed", "socket", "transport")
+    __slots__ = (
+        "_buffer",
+        "_engine",
+        "_fragment_bytes",
+        "_fragments",
+        "_inbox",
+        "_probing",
+        "_task",
+        "_timer",
+        "closed",
+        "socket",
+        "transport",
+    )
 
     def __init__(self, transport: asyncio.Transport, engine: PushEngine) -> None:
         self.transport = transport
@@ -235,8 +288,10 @@ class Connection(asyncio.Protocol):
         self._buffer: bytearray | None = None
         self._fragments: list[bytes] | None = None  # of a fragmented message; the first holds its opcode
         self._inbox: list[eio_packet.Packet] | None = None
+        self._fragment_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._probing = 0  # of an upgrade from polling: 2 awaits the probe ping, 1 the UPGRADE packet
+        self._timer: asyncio.TimerHandle | None = None  # a deadline: the upgrade's, then the close's
 
     def open(self, handshake: Handshake, target: DirectSocket | None) -> None:
         """Answer the handshake; then open a new session, or start the upgrade of polling session `target`."""
@@ -246,6 +301,8 @@ class Connection(asyncio.Protocol):
             target.upgrading = True  # as python-engineio: hold sends until the upgrade completes
             self.socket = target
             self._probing = 2
+            deadline = self._engine.ping_interval + self._engine.ping_timeout
+            self._timer = asyncio.get_running_loop().call_later(deadline, self._upgrade_overdue)
             return
         self.socket = self._engine.open_direct(self)
         peer = transport.get_extra_info("peername")
@@ -254,6 +311,7 @@ class Connection(asyncio.Protocol):
 
     async def _connect(self, socket: DirectSocket, environ: dict[str, Any]) -> None:
         if not await self._engine.connect_event(socket, environ):
+            socket.conn = None  # refused: no session to end
             self.close(POLICY)
             return
         await self._receive()
@@ -286,6 +344,8 @@ class Connection(asyncio.Protocol):
         self._inbox = None
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return  # read on and dropped until the client closes its side too (see close)
         if self._buffer is not None:
             self._buffer += data
             buf: bytes | bytearray = self._buffer
@@ -304,8 +364,8 @@ class Connection(asyncio.Protocol):
                 if size < start + 8:
                     break
                 length, start = int.from_bytes(buf[start : start + 8], "big"), start + 8
-            if first & 0x70 or not second & 0x80:
-                self._fail(PROTOCOL_ERROR, "an unmasked frame or one with reserved bits")
+            if first & 0x70 or not second & 0x80 or length >> 63 or (first & 0x08 and length > 125):
+                self._fail(PROTOCOL_ERROR, "an unmasked frame, reserved bits, or a long control frame")
                 return
             if length > limit:
                 self._fail(TOO_BIG, f"a frame of {length} bytes")
@@ -328,8 +388,12 @@ class Connection(asyncio.Protocol):
             if not fin or len(payload) > 125:
                 self._fail(PROTOCOL_ERROR, "a fragmented or long control frame")
             elif opcode == CLOSE:
-                self.close(int.from_bytes(payload[:2], "big") if len(payload) >= 2 else NORMAL)
+                self.close(_peer_close_code(payload))
             elif opcode == PING:
+                if self.transport.get_write_buffer_size() > MAX_BUFFER:
+                    log.warning("sid=%s pings but does not read; closing it", self.socket and self.socket.sid)
+                    self.transport.abort()
+                    return
                 self.transport.write(ws_frame(payload, PONG))
             elif opcode != PONG:
                 self._fail(PROTOCOL_ERROR, f"opcode {opcode}")
@@ -347,11 +411,13 @@ class Connection(asyncio.Protocol):
                 self._message(opcode, payload)
                 return
             self._fragments = [bytes((opcode,)), payload]
+            self._fragment_bytes = 0
         else:
             self._fail(PROTOCOL_ERROR, f"opcode {opcode}")
             return
-        if sum(len(part) for part in self._fragments) > self._engine.max_http_buffer_size:
-            self._fail(TOO_BIG, "a fragmented message")
+        self._fragment_bytes += len(payload)
+        if self._fragment_bytes > self._engine.max_http_buffer_size or len(self._fragments) > MAX_FRAGMENTS:
+            self._fail(TOO_BIG, "a fragmented message too big or in too many frames")
         elif fin:
             fragments, self._fragments = self._fragments, None
             self._message(fragments[0][0], b"".join(fragments[1:]))
@@ -388,8 +454,9 @@ class Connection(asyncio.Protocol):
             self.transport.write(packet_frame(eio_packet.Packet(eio_packet.PONG, data="probe")))
             socket.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
             self._probing = 1
-        elif self._probing == 1 and pkt.packet_type == eio_packet.UPGRADE and not socket.closed:
+        elif self._probing == 1 and pkt.packet_type == eio_packet.UPGRADE and not socket.closing and not socket.closed:
             self._probing = 0
+            self._cancel_timer()
             socket.attach(self)
         else:
             log.info("sid=%s: failed websocket upgrade (%s)", socket.sid, eio_packet.packet_names[pkt.packet_type])
@@ -399,14 +466,41 @@ class Connection(asyncio.Protocol):
         log.info("sid=%s sent %s; closing its websocket", self.socket and self.socket.sid, what)
         self.close(code)
 
+    def _upgrade_overdue(self) -> None:
+        self._timer = None
+        if self._probing:
+            self._fail(POLICY, "no upgrade in time")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def close(self, code: int = NORMAL) -> None:
-        """Send a close frame and close the connection (the session closes with it)."""
-        if not self.closed:
-            self.transport.write(_close_frame(code))
-            self.transport.close()
-            self._end()
+        """Send a close frame and end the connection (the session ends with it).
+
+        Our side of the TCP connection is shut after the frame; the client's is read (and dropped)
+        until it closes it, so that nothing it still sends turns into a reset that could lose the
+        close frame. A client that neither reads nor closes is cut off after `CLOSE_SECONDS`.
+        """
+        if self.closed:
+            return
+        transport = self.transport
+        transport.write(_close_frame(code))
+        if transport.can_write_eof():
+            transport.write_eof()
+            transport.resume_reading()
+            self._cancel_timer()
+            self._timer = asyncio.get_running_loop().call_later(CLOSE_SECONDS, transport.abort)
+        else:
+            transport.close()
+        self._end()
+
+    def eof_received(self) -> bool | None:
+        return False  # the client is done: close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
         self._end()
 
     def _end(self) -> None:

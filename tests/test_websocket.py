@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from sio_push import websocket
 from sio_push.typedefs import SIO
 from sio_push.websocket import Connection, parse_handshake
 from sio_push.wire import DirectSocket
@@ -428,3 +429,90 @@ def test_parse_handshake_takes_only_plain_engineio_handshakes():
     ]
     for lines in refused:
         assert parse(lines) is None, lines
+
+
+async def test_a_flood_of_empty_fragments_is_refused(server):
+    ws = await RawWs.open(server)
+    await ws.connect()
+    ws.raw(_frame(0x1, b"4", fin=False) + _frame(0x0, b"", fin=False) * 2000)
+    assert await ws.closed_with() == 1009
+
+
+async def test_a_fragmented_message_of_exactly_the_limit_is_taken(make_server):
+    server = await make_server(max_socket_message_bytes=1000)
+    ws = await RawWs.open(server)
+    await ws.connect()
+    event = b'42["unheard","' + b"a" * (1000 - 16) + b'"]'
+    assert len(event) == 1000
+    ws.raw(_frame(0x1, event[:500], fin=False) + _frame(0x0, event[500:]))
+    ws.send('420["join","room:lobby:c1"]')
+    assert await ws.ack() == (0, [{"ok": True, "room": "room:lobby:c1"}])
+
+
+@pytest.mark.parametrize(
+    ("payload", "answer"),
+    [
+        (b"", 1000),
+        ((1000).to_bytes(2, "big") + b"bye", 1000),
+        ((4000).to_bytes(2, "big"), 4000),
+        (b"\x03", 1002),
+        ((1005).to_bytes(2, "big"), 1002),
+        ((999).to_bytes(2, "big"), 1002),
+        ((1001).to_bytes(2, "big") + b"\xff", 1007),
+    ],
+    ids=["no-code", "normal", "private", "one-byte", "reserved-1005", "below-range", "bad-reason"],
+)
+async def test_client_close_frames_are_answered_by_the_rules(server, payload, answer):
+    ws = await RawWs.open(server)
+    await ws.connect()
+    ws.raw(_frame(0x8, payload))
+    assert await ws.closed_with() == answer
+
+
+async def test_a_long_control_frame_is_refused_from_its_header(server):
+    ws = await RawWs.open(server)
+    await ws.connect()
+    ws.raw(bytes((0x89, 0x80 | 126)) + (60000).to_bytes(2, "big"))  # a ping declaring 60,000 bytes, none sent
+    assert await ws.closed_with() == 1002
+
+
+async def test_an_upgrade_that_never_completes_is_given_up(make_server):
+    server = await make_server(ping_interval=1, ping_timeout=1)
+    socket = await _polling_session(server)
+    ws = await RawWs.open(server, f"EIO=4&transport=websocket&sid={socket.sid}")
+    assert await asyncio.wait_for(ws.closed_with(), 10) == 1008
+    assert not socket.upgrading
+
+
+async def test_a_request_head_that_never_ends_is_dropped(server, monkeypatch):
+    monkeypatch.setattr(websocket, "HEAD_SECONDS", 0.2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n")
+    assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+    writer.close()
+
+
+async def test_line_feeds_alone_go_to_aiohttp_at_once(server):
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\nHost: x\n")
+    assert b" 400 " in await asyncio.wait_for(reader.readline(), TIMEOUT)
+    writer.close()
+
+
+async def test_a_client_that_pings_but_never_reads_is_cut_off(server):
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1024)
+    ws = RawWs(reader, writer)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {PATH}?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    eio_sid = await ws.connect()
+    writer.transport.pause_reading()  # from here on it reads nothing
+    pings = _frame(0x9, b"p" * 125) * 1000
+    with pytest.raises(ConnectionError):
+        for _ in range(400):  # 50 MB of pings at most; the server gives up after 8 MiB of unread pongs
+            writer.write(pings)
+            await asyncio.wait_for(writer.drain(), TIMEOUT)
+    await _until(lambda: eio_sid not in server.app[SIO].eio.sockets, "the session to end")
