@@ -486,6 +486,9 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         transport = self.transport
+        if transport.is_closing():  # aborted (a client that does not read): nothing more to say
+            self._end()
+            return
         transport.write(_close_frame(code))
         if transport.can_write_eof():
             transport.write_eof()
