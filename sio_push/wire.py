@@ -212,9 +212,12 @@ class PushEngine(engineio.AsyncServer):
         return False
 
     def upgrade_target(self, sid: str) -> DirectSocket | None:
-        """The polling session `sid` if it may upgrade to websocket now (as python-engineio decides), else None."""
+        """The polling session `sid` if it may upgrade now (as python-engineio decides), else None.
+
+        Whether websocket is an allowed transport at all is `websocket.Front`'s check, made before.
+        """
         socket = self.sockets.get(sid)
-        if not isinstance(socket, DirectSocket) or "websocket" not in self.transports:
+        if not isinstance(socket, DirectSocket):
             return None
         if not socket.connected or socket.upgraded or socket.upgrading or socket.closing or socket.closed:
             return None
