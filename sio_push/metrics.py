@@ -1,4 +1,4 @@
-"""Prometheus metrics, served at `GET /metrics`.
+"""Prometheus metrics (served at `GET /metrics` by the HTTP API).
 
 Each application has its own registry, so several servers can live in one process (tests). With
 `--workers N` the entry point points prometheus-client's multiprocess mode at a shared folder before
@@ -7,9 +7,7 @@ the workers start, and every worker answers `/metrics` for all of them.
 
 from __future__ import annotations
 
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -61,9 +59,3 @@ class Metrics:
             return generate_latest(registry)
         return generate_latest(self.registry)
 
-
-async def get_metrics(request: web.Request) -> web.Response:
-    from .typedefs import METRICS
-
-    body = request.app[METRICS].exposition()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

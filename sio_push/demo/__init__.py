@@ -1,7 +1,7 @@
 """A small demo chat at `/demo`, served only with `--demo` (development).
 
 The server mints development tokens for any name, and the send box posts through the same push path as
-the backend API (`api.publish`), so a newcomer sees a message travel HTTP -> broker -> sockets at once.
+the backend API (`http.publish`), so a newcomer sees a message travel HTTP -> broker -> sockets at once.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 import jwt
 from aiohttp import web
 
-from .. import api
+from .. import http
 from ..errors import AuthError
+from ..keys import AUTH, SETTINGS
 from ..rooms import RoomKind, is_valid_id, parse_room, room_for
-from ..typedefs import AUTH, SETTINGS
 
 HERE = Path(__file__).parent
 TOKEN_SECONDS = 3600
@@ -84,7 +84,7 @@ async def send(request: web.Request) -> web.Response:
         "is_reply": False,
         "message": json.dumps(message),
     }
-    return await api.publish(request, [room.name], "new_msg", payload)
+    return await http.publish(request, [room.name], "new_msg", payload)
 
 
 def setup_routes(app: web.Application) -> None:

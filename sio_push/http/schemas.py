@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from .rooms import is_valid_id, parse_room
+from ..rooms import is_valid_id, parse_room
 
 RESERVED_EVENTS = frozenset(
     {"connect", "connect_error", "disconnect", "disconnecting", "presence_state", "presence_diff"}

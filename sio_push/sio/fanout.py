@@ -2,10 +2,10 @@
 
 The push becomes one Socket.IO EVENT packet (`2[event, data, offset]`), one Engine.IO packet and one
 websocket frame; each recipient gets the frame written straight to its transport when nothing is queued
-before it (`wire.DirectSocket`), else the packet queued as python-engineio does. Writes are synchronous:
-a delivery chooses its recipients and writes to all of them without yielding, which recovery relies on
-to replay a socket's missed pushes with nothing lost or doubled. A socket that sits in several target
-rooms of one push is one recipient and gets the push once.
+before it (`shims.engineio.DirectSocket`), else the packet queued as python-engineio does. Writes are
+synchronous: a delivery chooses its recipients and writes to all of them without yielding, which
+recovery relies on to replay a socket's missed pushes with nothing lost or doubled. A socket that sits in
+several target rooms of one push is one recipient and gets the push once.
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ from typing import Any
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from .broker import Push
-from .codec import dumps
-from .metrics import Metrics
-from .server import PushServer
-from .wire import DirectSocket, packet_frame
+from ..codec import dumps
+from ..engines import Push
+from ..metrics import Metrics
+from ..shims.engineio import DirectSocket, packet_frame
+from ..shims.socketio import NAMESPACE, PushServer
 
 log = logging.getLogger(__name__)
-
-NAMESPACE = "/"
 
 
 def _send(socket: Any, frame: bytes, pkt: eio_packet.Packet) -> None:
@@ -35,40 +33,40 @@ def _send(socket: Any, frame: bytes, pkt: eio_packet.Packet) -> None:
         socket.queue.put_nowait(pkt)
 
 
+def encode(event: str, data: Any, offset: str | None = None) -> eio_packet.Packet:
+    """The Engine.IO packet of one event of namespace "/"; the offset, if any, is its last argument."""
+    args = [event, data] if offset is None else [event, data, offset]
+    return eio_packet.Packet(eio_packet.MESSAGE, f"{sio_packet.EVENT}{dumps(args).decode()}")
+
+
 class Fanout:
-    """Writes pushes to the local sockets of `sio`."""
+    """Writes pushes to the local sockets of `server`."""
 
-    def __init__(self, sio: PushServer, metrics: Metrics | None = None) -> None:
-        self._sio = sio
+    def __init__(self, server: PushServer, metrics: Metrics | None = None) -> None:
+        self._server = server
         self._deliveries = metrics.deliveries if metrics is not None else None
-
-    @staticmethod
-    def encode(event: str, data: Any, offset: str | None = None) -> eio_packet.Packet:
-        """The Engine.IO packet of one event of namespace "/"; the offset, if any, is its last argument."""
-        args = [event, data] if offset is None else [event, data, offset]
-        return eio_packet.Packet(eio_packet.MESSAGE, f"{sio_packet.EVENT}{dumps(args).decode()}")
 
     def reply_connect(self, eio_sid: str, data: dict[str, str]) -> None:
         """Queue the CONNECT reply of namespace "/" (`{"sid", "pid"}`)."""
-        encoded = self._sio.packet_class(sio_packet.CONNECT, data, namespace=NAMESPACE).encode()
+        encoded = sio_packet.Packet(sio_packet.CONNECT, data, namespace=NAMESPACE).encode()
         self.write(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, encoded))
 
     def recipients(self, rooms: tuple[str, ...]) -> list[str]:
         """The Engine.IO sids of the local sockets in any of `rooms`, each once."""
-        namespace = self._sio.manager.rooms.get(NAMESPACE, {})
+        members_of = self._server.members_of
         if len(rooms) == 1:
-            members = namespace.get(rooms[0])
+            members = members_of(rooms[0])
             return list(members.values()) if members else []
         seen: dict[str, None] = {}
         for room in rooms:
-            members = namespace.get(room)
+            members = members_of(room)
             if members:
                 seen.update(dict.fromkeys(members.values()))
         return list(seen)
 
     def write(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
         """Send one packet to one socket at once, behind whatever it already has queued."""
-        _send(self._sio.eio.sockets.get(eio_sid), packet_frame(pkt), pkt)
+        _send(self._server.socket_of(eio_sid), packet_frame(pkt), pkt)
 
     async def deliver(self, push: Push, offset: str | None) -> None:
         eio_sids = self.recipients(push.rooms)
@@ -76,14 +74,14 @@ class Fanout:
             return
         if self._deliveries is not None:
             self._deliveries.inc(len(eio_sids))
-        pkt = self.encode(push.event, push.data, offset)
+        pkt = encode(push.event, push.data, offset)
         frame = packet_frame(pkt)
-        sockets = self._sio.eio.sockets
+        sockets = self._server.eio.sockets
         for eio_sid in eio_sids:
             _send(sockets.get(eio_sid), frame, pkt)
 
     def send_to(self, sid: str, event: str, data: Any) -> None:
         """Send one event to one local socket, with no offset (it is never replayed)."""
-        eio_sid = self._sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        eio_sid = self._server.eio_sid_of(sid)
         if eio_sid is not None:
-            self.write(eio_sid, self.encode(event, data))
+            self.write(eio_sid, encode(event, data))

@@ -1,32 +1,35 @@
-"""python-socketio's AsyncServer with sio-push's own CONNECT path.
+"""python-socketio's AsyncServer with sio-push's own CONNECT path, and a rooms index per socket.
 
 Socket.IO's connection state recovery needs what python-socketio's connect path cannot give: a private
 `pid` in the CONNECT reply, a restored session keeping its old sid, and the missed pushes written right
-after the CONNECT reply and before anything newer. `_handle_connect` is replaced for that, and each
-Engine.IO socket becomes a `wire.DirectSocket` as it opens; everything else (Engine.IO, events, acks,
-rooms bookkeeping) stays python-socketio's.
+after the CONNECT reply and before anything newer. `_handle_connect` is replaced for that and hands the
+decision to a `Connector` (`sio/connect.py`); everything else (Engine.IO, events, acks, rooms
+bookkeeping) stays python-socketio's. The methods below the overrides are what the rest of the package
+uses instead of the manager's attributes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import socketio
-from engineio.async_socket import AsyncSocket
 from socketio import exceptions
 from socketio import packet as sio_packet
 
-from .wire import DirectSocket, PushEngine
-
-if TYPE_CHECKING:
-    from .sockets import Sockets
+from .engineio import DirectSocket, PushEngine
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/"
 KEPT_ENVIRON = ("REQUEST_METHOD", "QUERY_STRING", "REMOTE_ADDR")
+
+
+class Connector(Protocol):
+    """What decides and sets up a Socket.IO CONNECT (`sio.connect.Connector`)."""
+
+    async def open(self, eio_sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None: ...
 
 
 class IndexedManager(socketio.AsyncManager):
@@ -55,6 +58,9 @@ class IndexedManager(socketio.AsyncManager):
     def get_rooms(self, sid: str, namespace: str) -> list[str]:
         return [room for room in self._rooms_of.get((namespace, sid), ()) if room is not None]
 
+    def in_room(self, sid: str, namespace: str, room: str) -> bool:
+        return room in self._rooms_of.get((namespace, sid), ())
+
     def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
         for room in list(self._rooms_of.get((namespace, sid), ())):
             self.basic_leave_room(sid, namespace, room)
@@ -68,35 +74,49 @@ class IndexedManager(socketio.AsyncManager):
 
 
 class PushServer(socketio.AsyncServer):
-    """An AsyncServer whose connects are decided and set up by `Sockets` (see `attach_sockets`)."""
+    """An AsyncServer on namespace "/" whose connects are decided by a `Connector` (see `attach`)."""
+
+    eio: PushEngine
+    manager: IndexedManager
+    connector: Connector | None = None
+    connect_timeout: float = 45.0
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(client_manager=IndexedManager(), **kwargs)
 
-    eio: PushEngine
+    def attach_connector(self, connector: Connector, connect_timeout: float) -> None:
+        self.connector = connector
+        self.connect_timeout = connect_timeout
+
+    # python-socketio overrides
 
     def _engineio_server_class(self) -> type[PushEngine]:
         return PushEngine
 
-    sockets: Sockets | None = None
-    connect_timeout: float = 45.0
-
-    def attach_sockets(self, sockets: Sockets, connect_timeout: float) -> None:
-        self.sockets = sockets
-        self.connect_timeout = connect_timeout
-
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
-        # engineio builds its sockets itself; this one class swap gives each the fan-out fast path.
-        socket = self.eio.sockets.get(eio_sid)
-        if type(socket) is AsyncSocket:
-            socket.__class__ = DirectSocket
-            socket.batch = self.eio.batch
+        socket = self.eio.adopt(eio_sid)
         timer = asyncio.get_running_loop().call_later(self.connect_timeout, self._expect_connected, eio_sid)
-        if isinstance(socket, DirectSocket):
+        if socket is not None:
             socket.connect_timer = timer
         # Kept for the socket's lifetime: only what the CONNECT handler reads (the token may be in the query).
         kept = {key: environ[key] for key in KEPT_ENVIRON if key in environ}
         return await super()._handle_eio_connect(eio_sid, kept)
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        namespace = namespace or NAMESPACE
+        if self.connector is None or namespace != NAMESPACE:
+            await self.refuse(eio_sid, {"message": "Invalid namespace"}, namespace)
+            return
+        if self.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is not None:
+            await self.refuse(eio_sid, {"message": "Already connected"})
+            return
+        auth = data if isinstance(data, dict) else {}
+        try:
+            await self.connector.open(eio_sid, self.environ.get(eio_sid, {}), auth)
+        except exceptions.ConnectionRefusedError as exc:
+            await self.refuse(eio_sid, exc.error_args)
+
+    # what the rest of the package uses
 
     def _expect_connected(self, eio_sid: str) -> None:
         """Close an Engine.IO session that never completed a Socket.IO CONNECT (as Socket.IO's connectTimeout)."""
@@ -107,22 +127,9 @@ class PushServer(socketio.AsyncServer):
         if isinstance(socket, DirectSocket):
             self.start_background_task(socket.shut, self.reason.SERVER_DISCONNECT)
 
-    async def _refuse(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+    async def refuse(self, eio_sid: str, data: Any, namespace: str = NAMESPACE) -> None:
+        """Answer a CONNECT with CONNECT_ERROR carrying `data`."""
         await self._send_packet(eio_sid, self.packet_class(sio_packet.CONNECT_ERROR, data=data, namespace=namespace))
-
-    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
-        namespace = namespace or NAMESPACE
-        if self.sockets is None or namespace != NAMESPACE:
-            await self._refuse(eio_sid, namespace, {"message": "Invalid namespace"})
-            return
-        if self.manager.sid_from_eio_sid(eio_sid, NAMESPACE) is not None:
-            await self._refuse(eio_sid, namespace, {"message": "Already connected"})
-            return
-        auth = data if isinstance(data, dict) else {}
-        try:
-            await self.sockets.open(eio_sid, self.environ.get(eio_sid, {}), auth)
-        except exceptions.ConnectionRefusedError as exc:
-            await self._refuse(eio_sid, namespace, exc.error_args)
 
     def register(self, eio_sid: str, sid: str) -> None:
         """Make `sid` a connected socket of "/" on `eio_sid`, without yielding."""
@@ -132,3 +139,30 @@ class PushServer(socketio.AsyncServer):
         if isinstance(socket, DirectSocket) and socket.connect_timer is not None:
             socket.connect_timer.cancel()
             socket.connect_timer = None
+
+    def enter(self, sid: str, room: str) -> None:
+        self.manager.basic_enter_room(sid, NAMESPACE, room)
+
+    def exit(self, sid: str, room: str) -> None:
+        self.manager.basic_leave_room(sid, NAMESPACE, room)
+
+    def rooms_of(self, sid: str) -> list[str]:
+        """The named rooms `sid` is in (not its own sid room)."""
+        return [room for room in self.manager.get_rooms(sid, NAMESPACE) if room != sid]
+
+    def in_room(self, sid: str, room: str) -> bool:
+        return self.manager.in_room(sid, NAMESPACE, room)
+
+    def members_of(self, room: str) -> dict[str, str] | None:
+        """The local sockets in `room`, sid -> Engine.IO sid (the manager's own map: do not change it)."""
+        return self.manager.rooms.get(NAMESPACE, {}).get(room)
+
+    def eio_sid_of(self, sid: str) -> str | None:
+        return self.manager.eio_sid_from_sid(sid, NAMESPACE)
+
+    def socket_of(self, eio_sid: str | None) -> Any:
+        """The Engine.IO socket of `eio_sid`, if it is still open (a `DirectSocket`, or None)."""
+        return self.eio.sockets.get(eio_sid) if eio_sid is not None else None
+
+    def new_sid(self) -> str:
+        return self.eio.generate_id()

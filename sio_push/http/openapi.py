@@ -11,7 +11,7 @@ from aiohttp import web
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from . import __version__
+from .. import __version__
 from .schemas import ChannelSchema, CommunitySchema, EmitSchema, MessageSchema, UserSchema
 
 _ROUTES = [

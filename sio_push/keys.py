@@ -1,4 +1,4 @@
-"""Typed keys of the application's state, kept apart to avoid import cycles."""
+"""Typed keys of the application's state, kept apart so that any module can read the state without cycles."""
 
 from __future__ import annotations
 
@@ -9,16 +9,12 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .auth import Auth
     from .config import Settings
-    from .engine import Engine
-    from .fanout import Fanout
+    from .engines import Engine
     from .metrics import Metrics
-    from .server import PushServer
-    from .sockets import Sockets
+    from .sio import SocketLayer
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
-SIO: web.AppKey[PushServer] = web.AppKey("sio")
 AUTH: web.AppKey[Auth] = web.AppKey("auth")
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")
-FANOUT: web.AppKey[Fanout] = web.AppKey("fanout")
-SOCKETS: web.AppKey[Sockets] = web.AppKey("sockets")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+SOCKETS: web.AppKey[SocketLayer] = web.AppKey("sockets")

@@ -1,0 +1,94 @@
+"""The backend's push API (HTTP, same port as the sockets): each valid push becomes one `Push` for the broker."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from marshmallow import Schema
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ..engines import Push
+from ..errors import BrokerUnavailable
+from ..keys import ENGINE, METRICS
+from ..rooms import RoomKind, room_for
+from .body import read_push
+from .middleware import Handler, answer, json_error
+from .openapi import get_openapi
+from .schemas import ChannelSchema, CommunitySchema, EmitSchema, MessageSchema, UserSchema
+
+log = logging.getLogger(__name__)
+
+
+async def publish(request: web.Request, rooms: list[str], event: str, data: Any) -> web.Response:
+    """Hand one push to the broker and answer 200 with its rooms (and offset), or 503 if the broker can't take it."""
+    rooms = list(dict.fromkeys(rooms))
+    metrics = request.app[METRICS]
+    try:
+        with metrics.push_seconds.time():
+            offset = await request.app[ENGINE].broker.publish(Push(tuple(rooms), event, data))
+    except BrokerUnavailable:
+        log.warning("push to %s not accepted: broker unavailable", ",".join(rooms))
+        raise json_error(web.HTTPServiceUnavailable, error="broker_unavailable") from None
+    log.info("pushed %s to %s", event, ",".join(rooms))
+    metrics.pushes.labels(request.path).inc()
+    extra = {"offset": offset} if offset is not None else {}
+    return answer(200, rooms=rooms, **extra)
+
+
+def _payload(body: dict[str, Any]) -> dict[str, Any]:
+    """What the browsers get: the body exactly as posted, less the service key."""
+    return {k: v for k, v in body.items() if k != "token"}
+
+
+async def post_message(request: web.Request) -> web.Response:
+    body = await read_push(request, MessageSchema())
+    rooms = []
+    if body.get("channel_id"):
+        rooms.append(room_for(RoomKind.LOBBY, body["channel_id"]))
+    if body.get("thread_id"):
+        rooms.append(room_for(RoomKind.TOPIC, body["thread_id"]))
+    return await publish(request, rooms, "new_msg", _payload(body))
+
+
+def _single_room(schema: Schema, kind: RoomKind) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        body = await read_push(request, schema)
+        return await publish(request, [room_for(kind, body[kind.value])], "new_msg", _payload(body))
+
+    return handler
+
+
+async def post_emit(request: web.Request) -> web.Response:
+    body = await read_push(request, EmitSchema())
+    return await publish(request, body["rooms"], body["event"], body["data"])
+
+
+async def get_health(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return answer(200)
+
+
+async def get_ready(request: web.Request) -> web.Response:
+    """Readiness: the broker can take a push now."""
+    if await request.app[ENGINE].broker.check():
+        return answer(200)
+    return answer(503, error="broker_unavailable")
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/api/message", post_message)
+    app.router.add_post("/api/channel", _single_room(ChannelSchema(), RoomKind.LOBBY))
+    app.router.add_post("/api/community", _single_room(CommunitySchema(), RoomKind.COMMUNITY))
+    app.router.add_post("/api/user", _single_room(UserSchema(), RoomKind.USER))
+    app.router.add_post("/api/emit", post_emit)
+    app.router.add_get("/api/health", get_health)
+    app.router.add_get("/api/ready", get_ready)
+    app.router.add_get("/api/openapi.json", get_openapi)
+    app.router.add_get("/metrics", get_metrics)

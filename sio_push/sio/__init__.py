@@ -1,0 +1,86 @@
+"""The Socket.IO layer: the CONNECT path and recovery, the event handlers, presence sending, the fan-out.
+
+`create_socket_layer` builds it on an engine; `SocketLayer` holds its parts for the app and the HTTP API.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..auth import Auth
+from ..config import Settings
+from ..engines import Engine
+from ..metrics import Metrics
+from ..shims.engineio import DirectSocket
+from ..shims.socketio import PushServer
+from .connect import Connector
+from .fanout import Fanout
+from .handlers import Handlers
+from .members import Members
+from .presence import PresenceTracker
+
+log = logging.getLogger(__name__)
+
+
+def _cors(settings: Settings) -> str | list[str] | None:
+    """Same-origin when unset; `*` for any origin; else the listed origins."""
+    if not settings.cors_origins:
+        return None
+    return "*" if "*" in settings.cors_origins else list(settings.cors_origins)
+
+
+def create_server(settings: Settings) -> PushServer:
+    return PushServer(
+        async_mode="aiohttp",
+        cors_allowed_origins=_cors(settings),
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        max_http_buffer_size=settings.max_socket_message_bytes,
+        transports=list(settings.transports),
+        logger=logging.getLogger("socketio"),
+        engineio_logger=logging.getLogger("engineio"),
+    )
+
+
+@dataclass(frozen=True)
+class SocketLayer:
+    """The Socket.IO side of one app."""
+
+    server: PushServer
+    members: Members
+    fanout: Fanout
+    tracker: PresenceTracker
+    connector: Connector
+    handlers: Handlers
+
+    async def close(self) -> None:
+        """On shutdown, close every transport so that clients reconnect (to another process) at once.
+
+        An Engine.IO close, not a Socket.IO disconnect: the latter tells socket.io-client not to reconnect.
+        """
+        eio = self.server.eio
+        sockets = list(eio.sockets.values())
+        for socket in sockets:
+            if isinstance(socket, DirectSocket):
+                await socket.shut(eio.reason.SERVER_DISCONNECT)
+            else:
+                await socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
+        if sockets:
+            log.info("closed %d sockets for shutdown", len(sockets))
+        await self.tracker.close()
+        await self.server.shutdown()
+
+
+def create_socket_layer(settings: Settings, auth: Auth, engine: Engine, metrics: Metrics) -> SocketLayer:
+    server = create_server(settings)
+    members = Members()
+    fanout = Fanout(server, metrics)
+    tracker = PresenceTracker(engine.presence, engine.broker, fanout, settings.presence_batch_seconds)
+    connector = Connector(
+        server, auth, members, tracker, engine.broker, fanout, metrics, sessions=engine.sessions, node=engine.node_id
+    )
+    server.attach_connector(connector, settings.connect_timeout_seconds)
+    handlers = Handlers(server, auth, members, connector, tracker, metrics)
+    handlers.register()
+    return SocketLayer(server, members, fanout, tracker, connector, handlers)

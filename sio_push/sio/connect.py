@@ -1,0 +1,178 @@
+"""The CONNECT path: authenticate a socket, restore its session if it brings one, and set it up.
+
+Recovery (Socket.IO 4.6's connection state recovery) is here: a reconnect that presents `{pid,
+offset}` gets its old sid and rooms back, then every push it missed, before anything newer.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qs
+
+from socketio import exceptions
+
+from ..auth import Auth, Identity
+from ..engines import Broker, Missed, Session, SessionStore
+from ..errors import AuthError, BackendUnavailable
+from ..metrics import Metrics
+from ..rooms import Room, parse_room, user_room
+from ..shims.engineio import DirectSocket
+from ..shims.socketio import PushServer
+from .fanout import Fanout, encode
+from .members import Member, Members
+from .presence import PresenceTracker
+
+log = logging.getLogger(__name__)
+
+
+def _token(environ: dict[str, Any], auth: dict[str, Any]) -> object:
+    """The token from the CONNECT auth payload, else from the `token` query parameter."""
+    if "token" in auth:
+        return auth["token"]
+    values = parse_qs(environ.get("QUERY_STRING", "")).get("token")
+    return values[0] if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Restored:
+    session: Session
+    rooms: list[Room]
+    missed: Missed
+
+
+class Connector:
+    """Decides each Socket.IO CONNECT of namespace "/" and sets the socket up.
+
+    :param server: the Socket.IO server.
+    :param auth: decides connects (and, on recovery, the rooms kept).
+    :param members: the connected sockets of this process.
+    :param tracker: presence of the rooms a recovered socket is back in.
+    :param broker: where a new session starts, and the log recovery replays.
+    :param fanout: writes the CONNECT reply and the missed pushes.
+    :param metrics: counts connects and sockets.
+    :param sessions: where recoverable sessions are kept; None turns recovery off.
+    :param node: this process's id, recorded in its sessions.
+    """
+
+    def __init__(
+        self,
+        server: PushServer,
+        auth: Auth,
+        members: Members,
+        tracker: PresenceTracker,
+        broker: Broker,
+        fanout: Fanout,
+        metrics: Metrics,
+        sessions: SessionStore | None = None,
+        node: str = "",
+    ) -> None:
+        self._server = server
+        self._auth = auth
+        self._members = members
+        self._tracker = tracker
+        self._broker = broker
+        self._fanout = fanout
+        self._metrics = metrics
+        self._sessions = sessions
+        self._node = node
+
+    async def open(self, eio_sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
+        """Authenticate a CONNECT, restore its session if it brings one, and set the socket up.
+
+        Raises `ConnectionRefusedError` with `{"code": ...}` for the client's `connect_error`.
+        """
+        try:
+            identity = await self._auth.authenticate(_token(environ, auth))
+        except AuthError as exc:
+            log.info("connect refused: %s", exc.code)
+            self._metrics.connects.labels(exc.code).inc()
+            raise exceptions.ConnectionRefusedError(exc.code, {"code": exc.code}) from None
+        sessions = self._sessions
+        restored = await self._restore(sessions, auth, identity) if sessions is not None else None
+        # No await from here to the end of the replay: the broker's position cannot move meanwhile, so
+        # every push is either in the replay or delivered live to the rooms joined here, never both.
+        server = self._server
+        if server.socket_of(eio_sid) is None:
+            return
+        sid = restored.session.sid if restored else server.new_sid()
+        rooms = [room.name for room in restored.rooms] if restored else [user_room(identity.user_id)]
+        session = None
+        if sessions is not None:
+            pid = restored.session.pid if restored else secrets.token_urlsafe(16)
+            session = Session(
+                pid, sid, identity.user_id, tuple(rooms), self._broker.position, secrets.token_hex(8), self._node
+            )
+        server.register(eio_sid, sid)
+        self._fanout.reply_connect(eio_sid, {"sid": sid, "pid": session.pid} if session else {"sid": sid})
+        for name in rooms:
+            server.enter(sid, name)
+        for offset, push in restored.missed if restored else ():
+            self._fanout.write(eio_sid, encode(push.event, push.data, offset))
+        self._members.add(sid, Member(identity, session))
+        self._metrics.sockets.inc()
+        self._metrics.connects.labels("recovered" if restored else "connected").inc()
+
+        if restored:
+            for room in restored.rooms:
+                if room.has_presence:
+                    await self._tracker.track(room, sid, identity)
+            log.info("recovered sid=%s user=%s missed=%d", sid, identity.user_id, len(restored.missed))
+        else:
+            log.info("connected sid=%s user=%s", sid, identity.user_id)
+        if session is not None and sessions is not None:
+            await self._store(sessions.save, session)
+
+    async def _restore(self, sessions: SessionStore, auth: dict[str, Any], identity: Identity) -> _Restored | None:
+        """The session a reconnect brings back with `{pid, offset}`, and what it missed; None for a fresh one."""
+        pid, offset = auth.get("pid"), auth.get("offset")
+        if not isinstance(pid, str) or not pid:
+            return None
+        session = await sessions.claim(pid)
+        if session is None or session.user_id != identity.user_id:
+            log.info("recovery: no session to restore for user=%s", identity.user_id)
+            return None
+        if session.sid in self._members:
+            await self._take_over(session.sid)
+        rooms = []
+        for name in session.rooms:
+            room = parse_room(name)
+            if room is not None and await self._auth.may_join(identity, room):
+                rooms.append(room)
+        after = offset if isinstance(offset, str) and offset else session.start
+        missed = await self._broker.replay(after, [room.name for room in rooms])
+        if missed is None:
+            log.info("recovery: the log no longer holds what sid=%s missed", session.sid)
+            return None
+        return _Restored(session, rooms, missed)
+
+    async def _take_over(self, sid: str) -> None:
+        """Close the old connection of a session that a reconnect claimed, without ending the session."""
+        member = self._members.get(sid)
+        if member is not None:
+            member.session = None
+        socket = self._server.socket_of(self._server.eio_sid_of(sid))
+        if isinstance(socket, DirectSocket):
+            await socket.shut(self._server.reason.SERVER_DISCONNECT)
+
+    async def save(self, sid: str) -> None:
+        """Store `sid`'s session with the rooms it is in now (after a join or a leave)."""
+        member = self._members.get(sid)
+        if member is not None and member.session is not None and self._sessions is not None:
+            member.session = replace(member.session, rooms=tuple(self._server.rooms_of(sid)))
+            await self._store(self._sessions.save, member.session)
+
+    async def end(self, sid: str, member: Member) -> None:
+        """Mark the session of a socket that went as ended: recoverable for the window from now."""
+        if member.session is not None and self._sessions is not None:
+            ended = replace(member.session, rooms=tuple(self._server.rooms_of(sid)))
+            await self._store(self._sessions.end, ended)
+
+    async def _store(self, write: Callable[[Session], Awaitable[None]], session: Session) -> None:
+        try:
+            await write(session)
+        except BackendUnavailable:
+            log.warning("session of sid=%s not stored: backend unavailable", session.sid)

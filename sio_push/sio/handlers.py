@@ -1,0 +1,149 @@
+"""The client events of namespace "/": join, leave, user:typing, and anything else refused.
+
+Clients never broadcast. Every handler answers bad input with an error acknowledgement
+(`{"ok": false, "error": ...}`) and a log line; none lets an exception reach python-socketio, so a bad
+client never costs a connection or the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..auth import Auth
+from ..errors import BackendUnavailable
+from ..metrics import Metrics
+from ..rooms import parse_room
+from ..shims.socketio import PushServer
+from .connect import Connector
+from .members import Members
+from .presence import PresenceTracker
+
+log = logging.getLogger(__name__)
+
+Ack = dict[str, Any]
+
+
+def _error(code: str) -> Ack:
+    return {"ok": False, "error": code}
+
+
+def _room_name(args: tuple[Any, ...]) -> object:
+    """`"<room>"` or `{"room": "<room>"}`, the one argument of join and leave."""
+    if len(args) != 1:
+        return None
+    arg = args[0]
+    return arg.get("room") if isinstance(arg, dict) else arg
+
+
+class Handlers:
+    """The event handlers of namespace "/".
+
+    :param server: the Socket.IO server to register on.
+    :param auth: decides joins.
+    :param members: the connected sockets of this process.
+    :param connector: stores sessions as their rooms change, and ends them.
+    :param tracker: presence of `room:*` rooms.
+    :param metrics: counts sockets.
+    """
+
+    def __init__(
+        self,
+        server: PushServer,
+        auth: Auth,
+        members: Members,
+        connector: Connector,
+        tracker: PresenceTracker,
+        metrics: Metrics,
+    ) -> None:
+        self._server = server
+        self._auth = auth
+        self._members = members
+        self._connector = connector
+        self._tracker = tracker
+        self._metrics = metrics
+
+    def register(self) -> None:
+        on = self._server.on
+        on("disconnect", self.disconnect)
+        on("join", self.join)
+        on("leave", self.leave)
+        on("user:typing", self.typing)
+        on("*", self.unknown)
+
+    async def disconnect(self, sid: str, reason: object = None) -> None:
+        member = self._members.pop(sid)
+        if member is None:
+            return
+        self._metrics.sockets.dec()
+        for name in self._server.rooms_of(sid):
+            room = parse_room(name)
+            if room is not None and room.has_presence:
+                await self._tracker.untrack(room, sid)
+        await self._connector.end(sid, member)
+        log.info("disconnected sid=%s user=%s reason=%s", sid, member.identity.user_id, reason)
+
+    async def join(self, sid: str, *args: Any) -> Ack:
+        member = self._members.get(sid)
+        room = parse_room(_room_name(args))
+        if member is None:
+            return _error("not_connected")
+        if room is None:
+            log.info("join refused sid=%s: invalid_room", sid)
+            return _error("invalid_room")
+        if self._server.in_room(sid, room.name):
+            return {"ok": True, "room": room.name}
+        if not await self._auth.may_join(member.identity, room):
+            log.info("join refused sid=%s user=%s room=%s: unauthorized", sid, member.identity.user_id, room.name)
+            return _error("unauthorized")
+        if sid not in self._members:  # gone while the backend was deciding
+            return _error("not_connected")
+        self._server.enter(sid, room.name)
+        if room.has_presence:
+            await self._tracker.track(room, sid, member.identity)
+        await self._connector.save(sid)
+        log.info("joined sid=%s user=%s room=%s", sid, member.identity.user_id, room.name)
+        return {"ok": True, "room": room.name}
+
+    async def leave(self, sid: str, *args: Any) -> Ack:
+        room = parse_room(_room_name(args))
+        if sid not in self._members:
+            return _error("not_connected")
+        if room is None:
+            return _error("invalid_room")
+        if self._server.in_room(sid, room.name):
+            self._server.exit(sid, room.name)
+            if room.has_presence:
+                await self._tracker.untrack(room, sid)
+            await self._connector.save(sid)
+            log.info("left sid=%s room=%s", sid, room.name)
+        return {"ok": True, "room": room.name}
+
+    async def typing(self, sid: str, *args: Any) -> Ack:
+        payload = args[0] if len(args) == 1 else None
+        if sid not in self._members:
+            return _error("not_connected")
+        if not isinstance(payload, dict):
+            return _error("invalid_payload")
+        room = parse_room(payload.get("room"))
+        typing, username = payload.get("typing"), payload.get("username")
+        if room is None:
+            return _error("invalid_room")
+        if not isinstance(typing, bool) or not isinstance(username, (str, type(None))):
+            return _error("invalid_payload")
+        if not self._server.in_room(sid, room.name):
+            return _error("not_joined")
+        if not room.has_presence:
+            return _error("invalid_room")
+        changes: dict[str, Any] = {"typing": typing}
+        if username is not None:
+            changes["username"] = username[:128]
+        try:
+            await self._tracker.update(room, sid, changes)
+        except BackendUnavailable:
+            return _error("unavailable")
+        return {"ok": True}
+
+    async def unknown(self, event: str, sid: str, *args: Any) -> Ack:
+        log.warning("unknown event %r from sid=%s ignored", event[:64], sid)
+        return _error("unknown_event")

@@ -1,0 +1,46 @@
+"""The connected Socket.IO sockets of this process: who each one is, and the session it may recover."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..auth import Identity
+from ..engines import Session
+
+
+@dataclass(slots=True)
+class Member:
+    """One connected socket of namespace "/".
+
+    :param identity: who the token says it is.
+    :param session: its recoverable session; None when recovery is off, or once a reconnect took it over.
+    """
+
+    identity: Identity
+    session: Session | None
+
+
+class Members:
+    """sid -> `Member`, for the sockets connected to this process."""
+
+    def __init__(self) -> None:
+        self._by_sid: dict[str, Member] = {}
+
+    def get(self, sid: str) -> Member | None:
+        return self._by_sid.get(sid)
+
+    def add(self, sid: str, member: Member) -> None:
+        self._by_sid[sid] = member
+
+    def pop(self, sid: str) -> Member | None:
+        return self._by_sid.pop(sid, None)
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._by_sid
+
+    def __len__(self) -> int:
+        return len(self._by_sid)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._by_sid))

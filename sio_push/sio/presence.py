@@ -1,0 +1,120 @@
+"""The sending side of presence: a socket's presence tracked as it joins and leaves, and the diffs sent.
+
+The rules (state, diffs, merging) are `sio_push.presence`, and the store is the engine's; this module
+decides what each socket is told and when. Presence events are volatile: no offset, never replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from ..auth import Identity
+from ..engines import Broker, PresenceStore, Push
+from ..errors import BackendUnavailable
+from ..presence import Meta, State, merge
+from ..rooms import Room
+from .fanout import Fanout
+
+log = logging.getLogger(__name__)
+
+Diff = dict[str, State]
+
+
+class DiffBatcher:
+    """Broadcasts each room's presence diffs at most once per `delay` seconds, merged.
+
+    Without it, N sockets joining a room cost N² messages; Phoenix's tracker batches its deltas the same
+    way. A delay of 0 sends every diff at once.
+
+    :param publish: sends one room's merged diff.
+    :param delay: seconds a diff may wait for others to merge with.
+    """
+
+    def __init__(self, publish: Callable[[str, Diff], Awaitable[None]], delay: float) -> None:
+        self._publish = publish
+        self._delay = delay
+        self._pending: dict[str, Diff] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def add(self, room: str, diff: Diff) -> None:
+        if self._delay <= 0:
+            await self._publish(room, diff)
+            return
+        pending = self._pending.get(room)
+        if pending is not None:
+            merge(pending, diff)
+            return
+        self._pending[room] = {"joins": {}, "leaves": {}}
+        merge(self._pending[room], diff)
+        task = asyncio.create_task(self._flush_later(room))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_later(self, room: str) -> None:
+        await asyncio.sleep(self._delay)
+        diff = self._pending.pop(room, None)
+        if diff is not None and (diff["joins"] or diff["leaves"]):
+            await self._publish(room, diff)
+
+    async def close(self) -> None:
+        """Send what is pending now."""
+        for task in list(self._tasks):
+            task.cancel()
+        pending, self._pending = self._pending, {}
+        for room, diff in pending.items():
+            if diff["joins"] or diff["leaves"]:
+                await self._publish(room, diff)
+
+
+class PresenceTracker:
+    """Who is in each `room:*` room, kept in the engine's store and told to the room.
+
+    :param store: the engine's presence store (this process's, or shared through Redis).
+    :param broker: carries the diffs to every process.
+    :param fanout: writes the joiner's `presence_state`.
+    :param batch_seconds: how long a room's diffs wait to be merged into one broadcast.
+    """
+
+    def __init__(self, store: PresenceStore, broker: Broker, fanout: Fanout, batch_seconds: float) -> None:
+        self._store = store
+        self._broker = broker
+        self._fanout = fanout
+        self._diffs = DiffBatcher(self._publish, batch_seconds)
+
+    async def track(self, room: Room, sid: str, identity: Identity) -> None:
+        """`sid` joined `room`: it gets the room's state, the room gets the diff."""
+        try:
+            diff = await self._store.join(room.name, identity.user_id, sid)
+            state = await self._store.state(room.name)
+        except BackendUnavailable:
+            log.warning("presence in room=%s not tracked: backend unavailable", room.name)
+            return
+        self._fanout.send_to(sid, "presence_state", {"room": room.name, "state": state})
+        await self._diffs.add(room.name, diff)
+
+    async def untrack(self, room: Room, sid: str) -> None:
+        try:
+            diff = await self._store.leave(room.name, sid)
+        except BackendUnavailable:
+            log.warning("presence in room=%s not untracked: backend unavailable", room.name)
+            return
+        if diff is not None:
+            await self._diffs.add(room.name, diff)
+
+    async def update(self, room: Room, sid: str, changes: Meta) -> None:
+        """Change `sid`'s meta in `room` (typing). Raises BackendUnavailable when the store can't."""
+        diff = await self._store.update(room.name, sid, changes)
+        if diff is not None:
+            await self._diffs.add(room.name, diff)
+
+    async def _publish(self, room: str, diff: Diff) -> None:
+        try:
+            await self._broker.publish(Push((room,), "presence_diff", {"room": room, **diff}, volatile=True))
+        except BackendUnavailable:
+            log.warning("presence_diff for room=%s not sent: broker unavailable", room)
+
+    async def close(self) -> None:
+        """Send the diffs still waiting (at shutdown, after the sockets are closed)."""
+        await self._diffs.close()
