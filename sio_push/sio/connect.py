@@ -18,6 +18,7 @@ from socketio import exceptions
 from ..auth import Auth, Identity
 from ..engines import Broker, Missed, Session, SessionStore
 from ..errors import AuthError, BackendUnavailable
+from ..limits import TokenBucket
 from ..metrics import Metrics
 from ..rooms import Room, parse_room, user_room
 from ..shims.engineio import DirectSocket
@@ -56,6 +57,7 @@ class Connector:
     :param metrics: counts connects and sockets.
     :param sessions: where recoverable sessions are kept; None turns recovery off.
     :param node: this process's id, recorded in its sessions.
+    :param events_per_second: the rate of each socket's client events (burst twice that).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Connector:
         metrics: Metrics,
         sessions: SessionStore | None = None,
         node: str = "",
+        events_per_second: float = 20.0,
     ) -> None:
         self._server = server
         self._auth = auth
@@ -79,6 +82,7 @@ class Connector:
         self._metrics = metrics
         self._sessions = sessions
         self._node = node
+        self._events_per_second = events_per_second
 
     async def open(self, eio_sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
         """Authenticate a CONNECT, restore its session if it brings one, and set the socket up.
@@ -112,7 +116,9 @@ class Connector:
             server.enter(sid, name)
         for offset, push in restored.missed if restored else ():
             self._fanout.write(eio_sid, encode(push.event, push.data, offset))
-        self._members.add(sid, Member(identity, session))
+        self._members.add(
+            sid, Member(identity, session, TokenBucket(self._events_per_second, 2 * self._events_per_second))
+        )
         self._metrics.sockets.inc()
         self._metrics.connects.labels("recovered" if restored else "connected").inc()
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..auth import Identity
 from ..engines import Session
+from ..limits import TokenBucket
 
 
 @dataclass(slots=True)
@@ -15,10 +16,12 @@ class Member:
 
     :param identity: who the token says it is.
     :param session: its recoverable session; None when recovery is off, or once a reconnect took it over.
+    :param events: the budget of its client events.
     """
 
     identity: Identity
     session: Session | None
+    events: TokenBucket
 
 
 class Members:
