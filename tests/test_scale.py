@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import socketio
 
-from .conftest import Client, RedisServer, make_token
+from .conftest import SERVICE_KEY, Client, RedisServer, make_token
 from .node_client import NodeClient
 from .processes import ServerProcess
 
@@ -115,7 +115,10 @@ async def test_workers_share_one_port_and_survive_a_killed_worker(processes, red
         assert (await client.next_msg())["n"] == 2
     restarted = await _until(lambda: _children(server, 2))
     assert workers[0] not in restarted
-    async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(server.url + "/metrics", headers={"Authorization": "Bearer " + SERVICE_KEY}) as resp,
+    ):
         assert "sio_push_sockets 16.0" in await resp.text()  # summed over the live workers
 
 

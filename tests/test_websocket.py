@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sio_push.typedefs import SIO
 
 from sio_push import websocket
-from sio_push.typedefs import SIO
 from sio_push.websocket import Connection, parse_handshake
 from sio_push.wire import DirectSocket
 
