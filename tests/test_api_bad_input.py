@@ -43,7 +43,7 @@ async def test_a_key_with_a_lone_surrogate_is_401(server):
 
 
 async def test_a_client_that_abandons_its_body_costs_nothing(server):
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(
         b"POST /api/channel HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
     )
