@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from marshmallow import Schema
 
-from .broker import Push
+from .engines import Push
 from .errors import BrokerUnavailable
 from .openapi import get_openapi
 from .rooms import RoomKind, room_for

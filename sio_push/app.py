@@ -10,7 +10,7 @@ from aiohttp import web
 from . import api
 from .auth import create_auth
 from .config import Settings
-from .engine import create_engine
+from .engines import create_engine
 from .fanout import Fanout
 from .metrics import Metrics, get_metrics
 from .server import PushServer

@@ -16,8 +16,8 @@ from typing import Any
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from .broker import Push
 from .codec import dumps
+from .engines import Push
 from .metrics import Metrics
 from .server import PushServer
 from .wire import DirectSocket, packet_frame

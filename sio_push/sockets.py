@@ -17,14 +17,14 @@ from urllib.parse import parse_qs
 from socketio import exceptions
 
 from .auth import Auth, Identity
-from .broker import Broker, Missed, Push
+from .engines import Broker, Missed, PresenceStore, Push, Session, SessionStore
 from .errors import AuthError, BackendUnavailable
 from .fanout import NAMESPACE, Fanout
 from .metrics import Metrics
-from .presence import DiffBatcher, Presence, State
-from .recovery import Session, SessionStore
+from .presence import State
 from .rooms import Room, parse_room, user_room
 from .server import PushServer
+from .sio.presence import DiffBatcher
 from .wire import DirectSocket
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Sockets:
         self,
         sio: PushServer,
         auth: Auth,
-        presence: Presence,
+        presence: PresenceStore,
         broker: Broker,
         fanout: Fanout,
         metrics: Metrics | None = None,

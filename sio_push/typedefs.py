@@ -9,7 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .auth import Auth
     from .config import Settings
-    from .engine import Engine
+    from .engines import Engine
     from .fanout import Fanout
     from .metrics import Metrics
     from .server import PushServer
