@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from sio_push.engines import Engine, Push, Session, create_engine
+from sio_push.engines import Engine, Push, Session, SessionStore, create_engine
 
 from .conftest import TIMEOUT, base_settings
 
@@ -167,16 +167,17 @@ async def test_phx_refs_differ_between_processes_sharing_a_backend(start):
     assert refs[0].startswith(first.node_id) and refs[2].startswith(second.node_id)
 
 
-def _session(engine: Engine) -> Session:
-    return Session("pid-1", "sid-1", "ann", ("user:ann",), engine.broker.position, "conn-1", engine.node_id)
+async def _saved(start: Callable[..., Awaitable[Started]], window: float) -> tuple[SessionStore, Session]:
+    """The session store of a new engine, and the live session saved in it."""
+    engine = (await start(recovery_seconds=window)).engine
+    assert engine.sessions is not None
+    session = Session("pid-1", "sid-1", "ann", ("user:ann",), engine.broker.position, "conn-1", engine.node_id)
+    await engine.sessions.save(session)
+    return engine.sessions, session
 
 
 async def test_a_session_is_claimed_once_live_or_ended(start):
-    s = await start(recovery_seconds=60)
-    sessions = s.engine.sessions
-    assert sessions is not None
-    session = _session(s.engine)
-    await sessions.save(session)
+    sessions, session = await _saved(start, 60)
     assert await sessions.claim("pid-1") == session  # live: its process holds it (or died)
     assert await sessions.claim("pid-1") is None
 
@@ -190,22 +191,14 @@ async def test_a_session_is_claimed_once_live_or_ended(start):
 
 
 async def test_a_session_is_not_claimable_after_its_window(start):
-    s = await start(recovery_seconds=0.3)
-    sessions = s.engine.sessions
-    assert sessions is not None
-    session = _session(s.engine)
-    await sessions.save(session)
+    sessions, session = await _saved(start, 0.3)
     await sessions.end(session)
     await asyncio.sleep(0.5)  # the behaviour under test is the clock itself: the window passes
     assert await sessions.claim("pid-1") is None
 
 
 async def test_only_the_owner_connection_saves_or_ends_a_session(start):
-    s = await start(recovery_seconds=60)
-    sessions = s.engine.sessions
-    assert sessions is not None
-    owner = _session(s.engine)
-    await sessions.save(owner)
+    sessions, owner = await _saved(start, 60)
     late = dataclasses.replace(owner, conn="conn-old", rooms=("user:ann", "room:x"))
     await sessions.save(late)
     await sessions.end(late)

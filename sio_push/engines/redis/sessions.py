@@ -94,7 +94,7 @@ class RedisSessions(SessionStore):
             if ended_at is None:
                 ended_at = await self._nodes.last_beat(session.node)
         except (BackendUnavailable, ValueError, TypeError, KeyError) as exc:
-            log.warning("session lookup failed (%s)", type(exc).__name__)
+            log.warning("session lookup failed (%s: %s)", type(exc).__name__, exc)
             return None
         self._live.pop(pid, None)
         if ended_at is None or time.time() - ended_at > self.window:
