@@ -84,6 +84,10 @@ class Broker:
         """
         raise NotImplementedError
 
+    def order(self, offset: str) -> Any:
+        """A value that sorts as `offset` does among this broker's offsets; ValueError if it is not one."""
+        return int(offset)
+
     async def check(self) -> bool:
         """Whether a publish can be accepted now (readiness)."""
         return self._deliver is not None
@@ -134,6 +138,7 @@ class Session:
     conn: str
     node: str
     ended_at: float | None = None
+    since: tuple[str, ...] = ()  # the broker's position when each of `rooms` was joined, in the same order
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -141,7 +146,11 @@ class Session:
     @classmethod
     def from_json(cls, raw: str | bytes) -> Session:
         data: dict[str, Any] = json.loads(raw)
-        return cls(**{**data, "rooms": tuple(data["rooms"])})
+        return cls(**{**data, "rooms": tuple(data["rooms"]), "since": tuple(data.get("since", ()))})
+
+    def joined_at(self) -> dict[str, str]:
+        """room -> the broker's position when the session joined it."""
+        return dict(zip(self.rooms, self.since, strict=False))
 
     def ended(self, at: float) -> Session:
         return replace(self, ended_at=at)

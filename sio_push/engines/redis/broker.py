@@ -199,6 +199,9 @@ class RedisBroker(Broker):
             return True
         return bool(await self._redis.xrange(self._stream, after, after, count=1))
 
+    def order(self, offset: str) -> Any:
+        return _id(offset)
+
     async def replay(self, after: str, rooms: Collection[str]) -> Missed | None:
         try:
             missed = await self._entries_after(after, rooms)
