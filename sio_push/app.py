@@ -14,10 +14,10 @@ from .engine import create_engine
 from .fanout import Fanout
 from .metrics import Metrics, get_metrics
 from .server import PushServer
+from .shims.aiohttp import SocketSite
+from .shims.engineio import DirectSocket
 from .sockets import Sockets
 from .typedefs import AUTH, ENGINE, FANOUT, METRICS, SETTINGS, SIO, SOCKETS
-from .websocket import SocketSite
-from .wire import DirectSocket
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,6 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def create_site(runner: web.AppRunner, host: str | None, port: int, *, reuse_port: bool | None = None) -> SocketSite:
-    """The listening site of an app of `create_app`: Socket.IO's websockets served by `websocket.Front`."""
+    """The listening site of an app of `create_app`: Socket.IO's websockets served by `transport.protocol.Front`."""
     app = runner.app
     return SocketSite(runner, app[SIO].eio, f"/{SOCKETIO_PATH}/", host, port, reuse_port=reuse_port)

@@ -2,7 +2,7 @@
 
 The push becomes one Socket.IO EVENT packet (`2[event, data, offset]`), one Engine.IO packet and one
 websocket frame; each recipient gets the frame written straight to its transport when nothing is queued
-before it (`wire.DirectSocket`), else the packet queued as python-engineio does. Writes are synchronous:
+before it (`shims.engineio.DirectSocket`), else the packet queued as python-engineio does. Writes are synchronous:
 a delivery chooses its recipients and writes to all of them without yielding, which recovery relies on
 to replay a socket's missed pushes with nothing lost or doubled. A socket that sits in several target
 rooms of one push is one recipient and gets the push once.
@@ -20,7 +20,7 @@ from .broker import Push
 from .codec import dumps
 from .metrics import Metrics
 from .server import PushServer
-from .wire import DirectSocket, packet_frame
+from .shims.engineio import DirectSocket, packet_frame
 
 log = logging.getLogger(__name__)
 

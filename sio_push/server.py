@@ -3,7 +3,7 @@
 Socket.IO's connection state recovery needs what python-socketio's connect path cannot give: a private
 `pid` in the CONNECT reply, a restored session keeping its old sid, and the missed pushes written right
 after the CONNECT reply and before anything newer. `_handle_connect` is replaced for that, and each
-Engine.IO socket becomes a `wire.DirectSocket` as it opens; everything else (Engine.IO, events, acks,
+Engine.IO socket becomes a `shims.engineio.DirectSocket` as it opens; everything else (Engine.IO, events, acks,
 rooms bookkeeping) stays python-socketio's.
 """
 
@@ -14,11 +14,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import socketio
-from engineio.async_socket import AsyncSocket
 from socketio import exceptions
 from socketio import packet as sio_packet
 
-from .wire import DirectSocket, PushEngine
+from .shims.engineio import DirectSocket, PushEngine
 
 if TYPE_CHECKING:
     from .sockets import Sockets
@@ -87,10 +86,7 @@ class PushServer(socketio.AsyncServer):
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         # engineio builds its sockets itself; this one class swap gives each the fan-out fast path.
-        socket = self.eio.sockets.get(eio_sid)
-        if type(socket) is AsyncSocket:
-            socket.__class__ = DirectSocket
-            socket.batch = self.eio.batch
+        socket = self.eio.adopt(eio_sid)
         timer = asyncio.get_running_loop().call_later(self.connect_timeout, self._expect_connected, eio_sid)
         if isinstance(socket, DirectSocket):
             socket.connect_timer = timer

@@ -25,7 +25,7 @@ from .presence import DiffBatcher, Presence, State
 from .recovery import Session, SessionStore
 from .rooms import Room, parse_room, user_room
 from .server import PushServer
-from .wire import DirectSocket
+from .shims.engineio import DirectSocket
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The websocket path of `sio_push.websocket`: handshakes, frames, upgrades, and what it hands to aiohttp.
+"""The websocket path of `sio_push.transport`: handshakes, frames, upgrades, and what it hands to aiohttp.
 
 A raw client writes the bytes itself, so that every frame a browser could send (fragments, control
 frames, bad masks, bad UTF-8, oversized lengths) is tried against the real server.
@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from sio_push import websocket
+from sio_push.shims.engineio import DirectSocket
+from sio_push.transport import protocol
+from sio_push.transport.handshake import parse_handshake
+from sio_push.transport.protocol import Connection
 from sio_push.typedefs import SIO
-from sio_push.websocket import Connection, parse_handshake
-from sio_push.wire import DirectSocket
 
 from .conftest import Server, make_token
 
@@ -485,7 +486,7 @@ async def test_an_upgrade_that_never_completes_is_given_up(make_server):
 
 
 async def test_a_request_head_that_never_ends_is_dropped(server, monkeypatch):
-    monkeypatch.setattr(websocket, "HEAD_SECONDS", 0.2)
+    monkeypatch.setattr(protocol, "HEAD_SECONDS", 0.2)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n")
     assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
