@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -332,6 +333,16 @@ async def test_failed_upgrade_leaves_the_session_polling(server):
     assert await ws.closed_with() == 1008
     await _until(lambda: not socket.upgrading, "the upgrade to be given up")
     assert not socket.upgraded and not socket.closed
+
+
+async def test_frames_after_a_failed_probe_in_the_same_write_are_dropped(server, caplog):
+    socket = await _polling_session(server)
+    ws = await RawWs.open(server, f"EIO=4&transport=websocket&sid={socket.sid}")
+    ws.raw(_frame(0x1, b"2nope") + _frame(0x1, b"5") + _frame(0x1, b"2probe"))
+    assert await ws.closed_with() == 1008
+    await _until(lambda: not socket.upgrading, "the upgrade to be given up")
+    assert not socket.upgraded and not socket.closed and socket.conn is None
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize(

@@ -232,6 +232,8 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for event in self._parser.receive_data(data):
+            if self.closed:
+                return  # by an event before this one (a failed upgrade): the rest is dropped, as after a close
             if type(event) is str or type(event) is bytes:
                 self._message(event)
             elif type(event) is Ping:
