@@ -14,6 +14,7 @@ from ...tasks import Periodic
 from ..base import Deliver, Engine, Push, log_seconds, new_node_id
 from .broker import RedisBroker
 from .nodes import Nodes
+from .occupancy import RedisOccupancy
 from .presence import RedisPresence
 from .sessions import RedisSessions
 
@@ -34,12 +35,14 @@ class RedisEngine(Engine):
         broker: RedisBroker,
         presence: RedisPresence,
         sessions: RedisSessions | None,
+        occupancy: RedisOccupancy,
     ) -> None:
-        super().__init__(broker, presence, sessions, nodes.node_id)
+        super().__init__(broker, presence, sessions, nodes.node_id, occupancy)
         self._redis = client
         self._nodes = nodes
         self._redis_presence = presence
         self._redis_sessions = sessions
+        self._redis_occupancy = occupancy
         self._reaper = Periodic("presence reaper", REAP_EVERY, self._reap)
 
     async def start(self, deliver: Deliver) -> None:
@@ -56,7 +59,11 @@ class RedisEngine(Engine):
         await self._redis.aclose()
 
     async def _reap(self) -> None:
-        """Remove the presence of processes that died, and tell their rooms."""
+        """Remove the room counts and presence of processes that died, and tell their rooms.
+
+        Counts first: reaping presence forgets the dead process.
+        """
+        await self._redis_occupancy.reap()
         for room, diff in await self._redis_presence.reap():
             await self.broker.publish(Push((room,), "presence_diff", {"room": room, **diff}, volatile=True))
 
@@ -72,4 +79,5 @@ def create_redis_engine(settings: Settings) -> RedisEngine:
     nodes = Nodes(client, prefix, node_id, keep=window)
     broker = RedisBroker(client, prefix, log_seconds(settings), settings.recovery_log_size)
     sessions = RedisSessions(window, client, prefix, nodes) if window else None
-    return RedisEngine(client, nodes, broker, RedisPresence(client, prefix, nodes), sessions)
+    occupancy = RedisOccupancy(client, prefix, nodes, settings.presence_max_users)
+    return RedisEngine(client, nodes, broker, RedisPresence(client, prefix, nodes), sessions, occupancy)
