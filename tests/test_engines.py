@@ -275,3 +275,15 @@ async def test_occupancy_of_a_process_that_died_is_reaped_and_reported(start):
 
 async def _put(queue: asyncio.Queue[Change], change: Change) -> None:
     queue.put_nowait(change)
+
+
+async def test_presence_first_reads_the_first_users_by_id_with_all_their_metas(start):
+    presence = (await start()).engine.presence
+    for n, user in enumerate(["dan", "ann", "cat", "bob", "ann"]):
+        await presence.join("room:r", user, f"s{n}")
+    first = await presence.first("room:r", 2)
+    assert sorted(first) == ["ann", "bob"] and len(first["ann"]["metas"]) == 2
+    await presence.leave("room:r", "s1")
+    await presence.leave("room:r", "s4")
+    assert sorted(await presence.first("room:r", 100)) == ["bob", "cat", "dan"]
+    assert await presence.first("room:none", 5) == {}

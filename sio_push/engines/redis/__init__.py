@@ -19,6 +19,12 @@ from .presence import RedisPresence
 from .sessions import RedisSessions
 
 REAP_EVERY = 2.0
+# A storm of connects and joins asks more of Redis than it can answer at once: the pool is bounded, and a
+# caller over it waits its turn (BlockingConnectionPool) rather than failing, for up to POOL_WAIT seconds;
+# a reply may take SOCKET_TIMEOUT while Redis or this event loop is busy. Backpressure, not errors.
+MAX_CONNECTIONS = 32
+POOL_WAIT = 20.0
+SOCKET_TIMEOUT = 15.0
 
 
 class RedisEngine(Engine):
@@ -74,7 +80,14 @@ def create_redis_engine(settings: Settings) -> RedisEngine:
         raise ValueError("the Redis engine needs a Redis URL")
     node_id = new_node_id()
     window = settings.recovery_seconds
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=2,
+    )
+    client = redis.Redis.from_pool(pool)  # the client owns the pool and closes it
     prefix = settings.redis_prefix
     nodes = Nodes(client, prefix, node_id, keep=window)
     broker = RedisBroker(client, prefix, log_seconds(settings), settings.recovery_log_size)
