@@ -22,7 +22,7 @@ from engineio import async_server, async_socket
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
-from sio_push.shims.aiohttp import SocketSite, websocket_transport
+from sio_push.shims.aiohttp import SocketSite, open_connections, websocket_transport
 from sio_push.shims.engineio import DirectSocket, LightQueue, PushEngine
 
 TIMEOUT = 5.0
@@ -203,5 +203,22 @@ async def test_websocket_transport_finds_the_transport_of_an_open_aiohttp_websoc
             request_transport, open_transport, closed_transport = await asyncio.wait_for(seen.get(), TIMEOUT)
         assert open_transport is not None and open_transport is request_transport
         assert closed_transport is None
+    finally:
+        await runner.cleanup()
+
+
+async def test_open_connections_counts_what_aiohttps_server_holds():
+    # Admission counts aiohttp's connections through web.Server's private `_connections` map.
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        assert runner.server is not None and open_connections(runner.server) == 0
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+        writer.write(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert open_connections(runner.server) == 1
+        writer.close()
     finally:
         await runner.cleanup()
