@@ -79,14 +79,14 @@ class LargeRooms:
         if change.switched:
             counts = {"users": change.counts.users, "sockets": change.counts.sockets}
             await self._publish(Push((room,), MODE_EVENT, {"room": room, "large": change.large, **counts}, True))
-        elif room not in self._mode and change.counts.sockets:
+        elif room not in self._mode and self._fanout.has_members(room):
             self._mode[room] = change.large
         if change.large:
             self._announce_count(room)
 
     def left(self, room: str) -> None:
         """A member of this process left `room`: forget the room once none is left here."""
-        if not self._fanout.recipients((room,)):
+        if not self._fanout.has_members(room):
             self._forget(room)
 
     def _forget(self, room: str) -> None:
@@ -127,7 +127,7 @@ class LargeRooms:
         """An announcement from any process (this one included), in the broker's order."""
         data = push.data if isinstance(push.data, dict) else {}
         room = data.get("room")
-        if not isinstance(room, str) or not self._fanout.recipients((room,)):
+        if not isinstance(room, str) or not self._fanout.has_members(room):
             if isinstance(room, str):
                 self._forget(room)
             return
