@@ -17,6 +17,11 @@ from .shims.aiohttp import SocketSite, open_connections
 from .sio import create_socket_layer
 
 SOCKETIO_PATH = "socket.io"
+# The kernel's queue of connections not yet accepted. aiohttp's default (128) overflows in a reconnect
+# storm, and a dropped SYN is retried by the client's kernel after 1, 3, 7 s...: handshakes then wait past
+# socket.io-client's 20 s timeout before the server ever sees them, let alone answers 503. Node uses 511.
+# (Linux caps it at net.core.somaxconn.)
+BACKLOG = 2048
 
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -70,4 +75,5 @@ def create_site(runner: web.AppRunner, host: str | None, port: int, *, reuse_por
     if server is not None:
         admission.count_also(lambda: open_connections(server))
     eio = app[SOCKETS].server.eio
-    return SocketSite(runner, eio, f"/{SOCKETIO_PATH}/", host, port, reuse_port=reuse_port, gate=admission)
+    path = f"/{SOCKETIO_PATH}/"
+    return SocketSite(runner, eio, path, host, port, reuse_port=reuse_port, backlog=BACKLOG, gate=admission)
