@@ -78,6 +78,16 @@ class Handlers:
             return None, _error("rate_limited")
         return member, None
 
+    def _object(self, sid: str, args: tuple[Any, ...]) -> tuple[dict[str, Any] | None, Ack]:
+        """The one object argument of an event from an admitted member, or (None, the error to answer)."""
+        member, refused = self._admit(sid)
+        if member is None:
+            return None, refused or _error("not_connected")
+        payload = args[0] if len(args) == 1 else None
+        if not isinstance(payload, dict):
+            return None, _error("invalid_payload")
+        return payload, {}
+
     def register(self) -> None:
         on = self._server.on
         on("disconnect", self.disconnect)
@@ -136,12 +146,9 @@ class Handlers:
         return {"ok": True, "room": room.name}
 
     async def typing(self, sid: str, *args: Any) -> Ack:
-        member, refused = self._admit(sid)
-        if member is None:
-            return refused or _error("not_connected")
-        payload = args[0] if len(args) == 1 else None
-        if not isinstance(payload, dict):
-            return _error("invalid_payload")
+        payload, refused = self._object(sid, args)
+        if payload is None:
+            return refused
         room = parse_room(payload.get("room"))
         typing, username = payload.get("typing"), payload.get("username")
         if room is None:
@@ -165,12 +172,9 @@ class Handlers:
 
     async def presence(self, sid: str, *args: Any) -> Ack:
         """`presence:get` `{"room", "limit"}`: a joined room's counts and its first `limit` users (1-100)."""
-        member, refused = self._admit(sid)
-        if member is None:
-            return refused or _error("not_connected")
-        payload = args[0] if len(args) == 1 else None
-        if not isinstance(payload, dict):
-            return _error("invalid_payload")
+        payload, refused = self._object(sid, args)
+        if payload is None:
+            return refused
         limit = payload.get("limit", PRESENCE_LIMIT)
         if type(limit) is not int or not 1 <= limit <= PRESENCE_LIMIT:
             return _error("invalid_payload")
