@@ -121,8 +121,10 @@ class PresenceTracker:
         try:
             diff = await self._store.join(room.name, identity.user_id, sid)
             if large:
-                counts = change.counts if change is not None else await self._watch.occupancy.counts(room.name)
-                self._fanout.send_to(sid, "presence_state", large_state(room.name, counts))
+                if change is None:
+                    self._fanout.send_to(sid, "presence_state", large_state(room.name, await self._counts(room.name)))
+                elif not change.switched:  # else the switch's announcement tells every member, this one too
+                    self._fanout.send_to(sid, "presence_state", large_state(room.name, change.counts))
                 return
             state = await self._store.state(room.name)
         except BackendUnavailable:
@@ -130,6 +132,9 @@ class PresenceTracker:
             return
         self._fanout.send_to(sid, "presence_state", {"room": room.name, "state": state})
         await self._diffs.add(room.name, diff)
+
+    async def _counts(self, name: str) -> Counts:
+        return await self._watch.occupancy.counts(name)
 
     async def exited(self, name: str, sid: str) -> None:
         """`sid` left room `name`: counted, and in a `room:*` room the room told (typing false if it was typing)."""
@@ -152,7 +157,7 @@ class PresenceTracker:
 
     async def snapshot(self, name: str, limit: int) -> tuple[Counts, State]:
         """The counts of room `name` and the state of its first `limit` users. Raises BackendUnavailable."""
-        counts = await self._watch.occupancy.counts(name)
+        counts = await self._counts(name)
         room = parse_room(name)
         state = await self._store.first(name, limit) if room is not None and room.has_presence else {}
         return counts, state
