@@ -7,6 +7,7 @@ client never costs a connection or the server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -126,8 +127,7 @@ class Handlers:
         if sid not in self._members:  # gone while the backend was deciding
             return _error("not_connected")
         self._connector.entered(sid, member, room.name)
-        await self._tracker.entered(room.name, sid, member.identity)
-        await self._connector.save(sid)
+        await asyncio.gather(self._tracker.entered(room.name, sid, member.identity), self._connector.save(sid))
         log.info("joined sid=%s user=%s room=%s", sid, member.identity.user_id, room.name)
         return {"ok": True, "room": room.name}
 
@@ -140,8 +140,7 @@ class Handlers:
             return _error("invalid_room")
         if self._server.in_room(sid, room.name):
             self._connector.exited(sid, member, room.name)
-            await self._tracker.exited(room.name, sid)
-            await self._connector.save(sid)
+            await asyncio.gather(self._tracker.exited(room.name, sid), self._connector.save(sid))
             log.info("left sid=%s room=%s", sid, room.name)
         return {"ok": True, "room": room.name}
 
