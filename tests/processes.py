@@ -76,6 +76,16 @@ class ServerProcess:
         path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return [int(pid) for pid in path.read_text().split()]
 
+    async def workers(self, count: int, seconds: float = 15) -> list[int]:
+        """The pids of the workers once `count` run and as many have logged that they listen (bounded)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            children = self.children()
+            if len(children) == count and self.log().count("listening on") >= count:
+                return children
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{count} workers did not start: {self.log()[-2000:]}")
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.returncode is None:
             self._terminated = self._terminated or sig == signal.SIGTERM
@@ -93,3 +103,22 @@ class ServerProcess:
                 self.process.kill()
                 await self.process.wait()
         return self.process.returncode
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (one that has exited is not alive)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def outliving(pids: list[int], seconds: float = 5) -> list[int]:
+    """The processes of `pids` still alive after waiting up to `seconds` for all of them to end."""
+    deadline = time.monotonic() + seconds
+    left = [pid for pid in pids if alive(pid)]
+    while left and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # nothing announces another process's end: poll /proc, bounded
+        left = [pid for pid in left if alive(pid)]
+    return left
