@@ -349,11 +349,21 @@ async def test_handshakes_it_does_not_take_get_aiohttps_answer(server, query, he
 
 
 async def test_same_origin_and_configured_origins_are_taken(make_server):
-    server = await make_server(cors_origins=("http://app.example",))
-    ws = await RawWs.open(server, Origin="http://app.example")
+    # Unset PUSH_CORS_ORIGINS: the server's own origin (scheme, host and port of the request) only.
+    server = await make_server()
+    ws = await RawWs.open(server, Origin=server.url)
     await ws.connect()
     ws.close()
-    ws, status, _ = await RawWs.handshake(server, "EIO=4&transport=websocket", Origin="http://other.example")
+    for foreign in ("http://other.example", server.url.replace("127.0.0.1", "localhost"), server.url + "1"):
+        ws, status, _ = await RawWs.handshake(server, "EIO=4&transport=websocket", Origin=foreign)
+        assert status == 400, foreign
+        ws.close()
+
+    configured = await make_server(cors_origins=("http://app.example",))
+    ws = await RawWs.open(configured, Origin="http://app.example")
+    await ws.connect()
+    ws.close()
+    ws, status, _ = await RawWs.handshake(configured, "EIO=4&transport=websocket", Origin="http://other.example")
     assert status == 400
     ws.close()
 
