@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
@@ -105,7 +106,8 @@ async def test_a_client_that_never_reads_is_cut_off_while_pushes_flow(server: Se
     writer.write(_handshake(server.port))
     assert (await _head(reader))[""].startswith("HTTP/1.1 101")
     await _socketio(reader, writer, "room:lobby:flow")
-    writer.transport.pause_reading()  # from here on it reads nothing
+    transport = cast(asyncio.Transport, writer.transport)
+    transport.pause_reading()  # from here on it reads nothing
 
     # Enough to pass the limit with what the kernel holds on both sides (the receiver's share is small).
     blob = "x" * (MIB - 1024)
@@ -117,7 +119,7 @@ async def test_a_client_that_never_reads_is_cut_off_while_pushes_flow(server: Se
     assert (await reader_ok.next_msg())["n"] == 0  # the others are served all along
 
     # Reading again, it finds its connection closed before every push reached it.
-    writer.transport.resume_reading()
+    transport.resume_reading()
     received = 0
     deadline = time.monotonic() + 30
     with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
