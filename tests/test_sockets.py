@@ -28,6 +28,7 @@ async def test_join_is_decided_by_the_rooms_claim(server, connect):
     assert (await client.join("room:lobby:any"))["ok"] is True
     assert (await client.join("room:topic:t1"))["ok"] is True
     assert await client.join("room:topic:t2") == {"ok": False, "error": "unauthorized"}
+    assert await client.join("room:topic:t10") == {"ok": False, "error": "unauthorized"}  # the whole name
     assert await client.join("room:community") == {"ok": False, "error": "unauthorized"}
 
 

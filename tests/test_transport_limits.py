@@ -22,16 +22,17 @@ MIB = 1024 * 1024
 DEFAULT_MAX_BUFFER = 8 * MIB  # README: "a client that stops reading is cut off at 8 MiB unsent"
 
 
-def _masked(text: str) -> bytes:
-    """A client's text frame (masked, as RFC 6455 requires)."""
+def _masked(text: str, opcode: int = 0x1, fin: bool = True) -> bytes:
+    """A client's frame (masked, as RFC 6455 requires); a text frame unless told otherwise."""
     payload = text.encode()
     size = len(payload)
+    first = (0x80 if fin else 0) | opcode
     if size < 126:
-        head = bytes((0x81, 0x80 | size))
+        head = bytes((first, 0x80 | size))
     elif size < 1 << 16:
-        head = bytes((0x81, 0x80 | 126)) + size.to_bytes(2, "big")
+        head = bytes((first, 0x80 | 126)) + size.to_bytes(2, "big")
     else:
-        head = bytes((0x81, 0x80 | 127)) + size.to_bytes(8, "big")
+        head = bytes((first, 0x80 | 127)) + size.to_bytes(8, "big")
     mask = os.urandom(4)
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
@@ -47,11 +48,13 @@ async def _frame(reader: asyncio.StreamReader, wait: float = TIMEOUT) -> tuple[i
     return first & 0x0F, await asyncio.wait_for(reader.readexactly(size), wait)
 
 
-def _handshake(port: int) -> bytes:
+def _handshake(port: int, *extra: str) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     return (
         f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        + "".join(line + "\r\n" for line in extra)
+        + "\r\n"
     ).encode()
 
 
@@ -195,3 +198,48 @@ async def test_an_upgrade_over_a_reused_keep_alive_connection_is_served_by_aioht
     own = await _head(fresh_reader)
     assert own[""].startswith("HTTP/1.1 101") and "server" not in own
     fresh_writer.close()
+
+
+async def _opened(server: Server, *extra: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict[str, str]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(_handshake(server.port, *extra))
+    head = await _head(reader)
+    assert head[""].startswith("HTTP/1.1 101")
+    return reader, writer, head
+
+
+async def test_permessage_deflate_is_not_negotiated(server: Server):
+    offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
+    reader, writer, head = await _opened(server, offer)
+    assert "sec-websocket-extensions" not in head
+    await _socketio(reader, writer, "room:lobby:z")
+    assert (await server.push("/api/channel", channel_id="z", n=1))[0] == 200
+    assert await _next_msg(reader) == {"channel_id": "z", "n": 1}  # read as plain frames, RSV1 clear
+    writer.close()
+
+
+async def _in_frames(server: Server, frames: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connected socket that sends one event split over `frames` frames (the last holding the rest)."""
+    reader, writer, _ = await _opened(server)
+    await _socketio(reader, writer)
+    event = '420["join","user:kim"]'
+    pieces = [event[0]] + [""] * (frames - 2) + [event[1:]]
+    writer.write(_masked(pieces[0], fin=False))
+    writer.write(b"".join(_masked(piece, opcode=0x0, fin=False) for piece in pieces[1:-1]))
+    writer.write(_masked(pieces[-1], opcode=0x0))
+    return reader, writer
+
+
+async def test_a_message_in_1024_frames_is_taken_and_in_1025_refused(server: Server):
+    reader, writer = await _in_frames(server, 1024)
+    while not (payload := (await _frame(reader))[1]).startswith(b"430"):
+        pass
+    assert json.loads(payload[3:]) == [{"ok": True, "room": "user:kim"}]
+    writer.close()
+
+    reader, writer = await _in_frames(server, 1025)
+    opcode, payload = await _frame(reader)
+    while opcode != 0x8:
+        opcode, payload = await _frame(reader)
+    assert int.from_bytes(payload[:2], "big") == 1009
+    writer.close()
