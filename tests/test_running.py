@@ -67,3 +67,17 @@ async def test_websocket_handshakes_are_not_in_the_access_log(processes, client_
     log = server.log()
     assert "GET /api/health" in log  # the access log is on
     assert "transport=websocket" not in log and "/socket.io/" not in log
+
+
+async def test_the_readme_walkthrough_prints_what_it_says(make_server, node_clients):
+    # "See a message travel": a demo token, listen.js in room:lobby:general, the backend's curl.
+    server = await make_server(demo=True, dev=True, service_key=DEV_SERVICE_KEY)
+    status, answer = await server.post("/demo/token", {"user": "ann"})
+    assert status == 200
+    client = await node_clients(server.url, answer["token"], "room:lobby:general")
+    await client.next("connect")
+    assert (await client.next("ack"))["answer"]["ok"] is True
+    body = {"channel_id": "general", "message_id": "m1", "is_reply": False, "message": '{"body": "hello"}'}
+    status, _ = await server.post("/api/message", {"token": DEV_SERVICE_KEY, **body})
+    assert status == 200
+    assert await client.next("new_msg") == {"event": "new_msg", "args": [body, "1"]}

@@ -502,7 +502,9 @@ async def test_an_upgrade_that_never_completes_is_given_up(make_server):
     server = await make_server(ping_interval=1, ping_timeout=1)
     socket = await _polling_session(server)
     ws = await RawWs.open(server, f"EIO=4&transport=websocket&sid={socket.sid}")
+    opened = time.monotonic()
     assert await asyncio.wait_for(ws.closed_with(), 10) == 1008
+    assert 1.9 <= time.monotonic() - opened < 6  # given up after the ping interval plus timeout (2 s)
     assert not socket.upgrading
 
 
