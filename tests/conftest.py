@@ -293,9 +293,10 @@ async def processes(tmp_path) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     yield start
     leftovers: list[int] = []
     for server in started:
-        workers = server.children() if server.process and server.process.returncode is None else []
+        if server.process is not None and server.process.returncode is None:
+            server.children()  # the workers running now join those seen during the test
         await server.stop()
-        leftovers += await outliving(workers)
+        leftovers += await outliving(sorted(server.seen))
     for pid in leftovers:  # cleaned up, but reported: a worker that outlives its supervisor is a bug
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
