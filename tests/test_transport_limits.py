@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from .conftest import Server, make_token
+from .eio_client import EioClient
 
 TIMEOUT = 5.0
 MIB = 1024 * 1024
@@ -69,16 +70,19 @@ async def _head(reader: asyncio.StreamReader) -> dict[str, str]:
     return head
 
 
-async def _socketio(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *rooms: str) -> None:
-    """On an open websocket: Engine.IO open, Socket.IO CONNECT, and a join of each room (acks awaited)."""
+async def _socketio(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *rooms: str) -> dict:
+    """On an open websocket: Engine.IO open, Socket.IO CONNECT, and a join of each room (acks awaited);
+    the CONNECT reply's data (`sid`, `pid`)."""
     opcode, opened = await _frame(reader)
     assert opcode == 0x1 and opened.startswith(b"0{")
     writer.write(_masked("40" + json.dumps({"token": make_token("kim", rooms=["room:*"])})))
-    assert (await _frame(reader))[1].startswith(b"40{")
+    _, reply = await _frame(reader)
+    assert reply.startswith(b"40{")
     for n, room in enumerate(rooms):
         writer.write(_masked(f"42{n}" + json.dumps(["join", room])))
         while not (await _frame(reader))[1].startswith(f"43{n}".encode()):
             pass
+    return dict(json.loads(reply[2:]))
 
 
 async def _next_msg(reader: asyncio.StreamReader) -> object:
@@ -98,7 +102,7 @@ def _send_buffer_max() -> int:
         return 16 * MIB
 
 
-async def test_a_client_that_never_reads_is_cut_off_while_pushes_flow(server: Server, connect):
+async def test_a_client_that_never_reads_is_cut_off_while_pushes_flow_then_recovers(server: Server, connect):
     reader_ok = await connect(server, "ray")
     await reader_ok.join("room:lobby:flow")
     sock = socket.socket()
@@ -108,7 +112,7 @@ async def test_a_client_that_never_reads_is_cut_off_while_pushes_flow(server: Se
     reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(_handshake(server.port))
     assert (await _head(reader))[""].startswith("HTTP/1.1 101")
-    await _socketio(reader, writer, "room:lobby:flow")
+    session = await _socketio(reader, writer, "room:lobby:flow")
     transport = cast(asyncio.Transport, writer.transport)
     transport.pause_reading()  # from here on it reads nothing
 
@@ -123,21 +127,35 @@ async def test_a_client_that_never_reads_is_cut_off_while_pushes_flow(server: Se
 
     # Reading again, it finds its connection closed before every push reached it.
     transport.resume_reading()
-    received = 0
+    received: list[tuple[int, str]] = []  # (n, offset) of each new_msg that arrived whole
     deadline = time.monotonic() + 30
     with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
         while time.monotonic() < deadline:
             opcode, payload = await _frame(reader)
             if opcode == 0x8:
                 break
-            received += payload.startswith(b"42")
+            if payload.startswith(b'42["new_msg"'):
+                _, body, offset = json.loads(payload[2:])
+                received.append((body["n"], offset))
         else:
             pytest.fail("still connected: the client was never cut off")
         await _frame(reader)  # after a close frame, the end of the connection
-    assert received < pushes
+    writer.close()
+    assert [n for n, _ in received] == list(range(len(received))) and len(received) < pushes
     for n in range(1, pushes):
         assert (await reader_ok.next_msg())["n"] == n
-    writer.close()
+
+    # It reconnects with its session and the last offset it got: the rest arrives, in order.
+    auth = {"token": make_token("kim", rooms=["room:*"]), "pid": session["pid"]}
+    if received:
+        auth["offset"] = received[-1][1]
+    again = await EioClient.connect(server.url, auth)
+    try:
+        assert (again.sid, again.pid) == (session["sid"], session["pid"])
+        missed = await again.messages(pushes - len(received))
+        assert [payload["n"] for payload, _ in missed] == list(range(len(received), pushes))
+    finally:
+        await again.close()
 
 
 async def test_a_message_over_64_kib_is_refused_with_1009(server: Server):
