@@ -81,10 +81,10 @@ class EioClient:
     async def join(self, room: str) -> Any:
         return await self.call("join", room)
 
-    async def messages(self, count: int) -> list[tuple[Any, str]]:
-        """The next `count` `new_msg` events as (payload, offset), skipping other events."""
+    async def messages(self, count: int, wait: float = TIMEOUT) -> list[tuple[Any, str]]:
+        """The next `count` `new_msg` events as (payload, offset), skipping other events, within `wait` s."""
         out: list[tuple[Any, str]] = []
-        deadline = time.monotonic() + TIMEOUT
+        deadline = time.monotonic() + wait
         while len(out) < count:
             event, args = await asyncio.wait_for(self.events.get(), max(deadline - time.monotonic(), 0.001))
             if event == "new_msg":
