@@ -62,7 +62,10 @@ async def test_token_in_query_parameter_is_accepted(server, client_factory):
     assert client.sio.connected
 
 
-async def test_connect_with_long_polling_transport(server, client_factory):
+async def test_connect_with_long_polling_transport(make_server, client_factory):
+    # A short ping interval only to end quickly: python-engineio leaves the client's pending poll
+    # unanswered after it sends CLOSE, so its disconnect (and the server's cleanup) waits for the next ping.
+    server = await make_server(ping_interval=1, ping_timeout=1)
     client = client_factory()
     await client.connect(server, make_token(rooms=["room:*"]), transports=["polling"])
     assert await client.join("room:lobby:c1") == {"ok": True, "room": "room:lobby:c1"}
