@@ -42,7 +42,7 @@ async def run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-def _node() -> str:
+def node_binary() -> str:
     node = shutil.which("node")
     if node is None or not (EXAMPLES / "node_modules").exists():
         pytest.fail("node and `npm ci --prefix client_examples` are needed (make node)")
@@ -124,7 +124,7 @@ async def test_python_backend_reports_a_wrong_key(server):
 async def test_node_backend_pushes_reach_the_npm_client(server, node_clients):
     listener = await node_clients(server.url, make_token("ned", rooms=["room:*"]), "room:lobby:gen", "room:k2")
     await _joined(listener, 2)
-    code, out, err = await run(_node(), "node-backend/example.js", "gen", "t3", "k2", "ned", env=_env(server.url))
+    code, out, err = await run(node_binary(), "node-backend/example.js", "gen", "t3", "k2", "ned", env=_env(server.url))
     assert code == 0, err
     assert [json.loads(line)["status"] for line in out.splitlines()] == [200, 200, 200]
     message = (await listener.next("new_msg"))["args"][0]
@@ -157,7 +157,7 @@ client.pushChannel({ channelId: "c", messageId: "m1" }).then(
 
 async def test_node_backend_retries_a_503_honouring_retry_after(flaky):  # noqa: F811
     stand_in, url = await flaky(["1", None])
-    code, out, err = await run(_node(), "-e", NODE_CALL, env=_env(url))
+    code, out, err = await run(node_binary(), "-e", NODE_CALL, env=_env(url))
     assert code == 0, err
     assert json.loads(out)["answer"]["status"] == 200
     assert len(stand_in.times) == 3 and stand_in.times[1] - stand_in.times[0] >= 0.95
@@ -165,10 +165,10 @@ async def test_node_backend_retries_a_503_honouring_retry_after(flaky):  # noqa:
 
 async def test_node_backend_rejects_with_the_status_and_errors(make_server):
     server = await make_server()
-    _, out, _ = await run(_node(), "-e", NODE_CALL, env=_env(server.url, key="wrong"))
+    _, out, _ = await run(node_binary(), "-e", NODE_CALL, env=_env(server.url, key="wrong"))
     assert json.loads(out) == {"name": "PushError", "status": 401, "body": {"status": 401, "error": "unauthorized"}}
     bad = NODE_CALL.replace('channelId: "c"', 'channelId: "not valid!"')
-    _, out, _ = await run(_node(), "-e", bad, env=_env(server.url))
+    _, out, _ = await run(node_binary(), "-e", bad, env=_env(server.url))
     answer = json.loads(out)
     assert answer["status"] == 400 and "channel_id" in answer["body"]["errors"]
 
