@@ -12,7 +12,7 @@ export type TokenSource = string | (() => string | Promise<string>);
 export type Payload = Record<string, unknown>;
 export interface Meta {
   phx_ref: string;
-  online_at?: number;
+  online_at?: string | number;
   typing?: boolean;
   username?: string;
 }
