@@ -115,7 +115,7 @@ class Handlers:
             return _error("unauthorized")
         if sid not in self._members:  # gone while the backend was deciding
             return _error("not_connected")
-        self._server.enter(sid, room.name)
+        self._connector.entered(sid, member, room.name)
         if room.has_presence:
             await self._tracker.track(room, sid, member.identity)
         await self._connector.save(sid)
@@ -130,7 +130,7 @@ class Handlers:
         if room is None:
             return _error("invalid_room")
         if self._server.in_room(sid, room.name):
-            self._server.exit(sid, room.name)
+            self._connector.exited(sid, member, room.name)
             if room.has_presence:
                 await self._tracker.untrack(room, sid)
             await self._connector.save(sid)
