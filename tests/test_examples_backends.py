@@ -10,12 +10,13 @@ import sys
 
 import pytest
 
+from . import test_client
 from .conftest import SERVICE_KEY, make_token
 from .live_routes import PROBES, missing_routes
 from .node_client import EXAMPLES, NodeClient
-from .test_client import flaky  # noqa: F401  (the fixture: a stand-in server answering 503 first)
 
 RUN_TIMEOUT = 30.0
+flaky = test_client.flaky  # the fixture: a stand-in server that answers 503 first
 
 
 def _env(server_url: str, key: str = SERVICE_KEY, **extra: str) -> dict[str, str]:
@@ -78,6 +79,16 @@ async def _joined(listener: NodeClient, count: int) -> None:
         assert (await listener.next("ack"))["answer"]["ok"] is True
 
 
+async def _thread_community_and_mention(listener, user, channel, thread, community) -> dict:
+    """What a backend example pushes, in order: a new thread (returned), a community event, a mention."""
+    message = (await listener.next("new_msg"))["args"][0]
+    assert message["channel_id"] == channel and message["thread_id"] == thread and "token" not in message
+    assert (await listener.next("new_msg"))["args"][0] == community
+    mention = {"user_id": user, "thread_id": thread, "channel_id": channel, "is_mention": True, "mention_type": "user"}
+    assert (await listener.next("new_msg"))["args"][0] == mention
+    return message
+
+
 async def test_python_listener_prints_what_is_pushed_to_its_rooms(server, python_listener):
     listener = await python_listener(server.url, make_token("lia", rooms=["room:*"]), "room:lobby:general")
     await listener.next("connect")
@@ -101,18 +112,10 @@ async def test_python_backend_pushes_a_linen_message_its_community_and_a_mention
     code, out, err = await run(sys.executable, *args, env=_env(server.url))
     assert code == 0, err
     assert [json.loads(line)["status"] for line in out.splitlines()] == [200, 200, 200]
-    message = (await listener.next("new_msg"))["args"][0]
-    assert message["channel_id"] == "gen" and message["is_thread"] is True
+    community = {"community_id": "k1", "thread_id": "t9"}
+    message = await _thread_community_and_mention(listener, "max", "gen", "t9", community)
+    assert message["is_thread"] is True
     assert json.loads(message["thread"])["messages"][0]["body"] == "hello @max"
-    assert (await listener.next("new_msg"))["args"][0] == {"community_id": "k1", "thread_id": "t9"}
-    mention = (await listener.next("new_msg"))["args"][0]
-    assert mention == {
-        "user_id": "max",
-        "thread_id": "t9",
-        "channel_id": "gen",
-        "is_mention": True,
-        "mention_type": "user",
-    }
 
 
 async def test_python_backend_reports_a_wrong_key(server):
@@ -127,22 +130,9 @@ async def test_node_backend_pushes_reach_the_npm_client(server, node_clients):
     code, out, err = await run(node_binary(), "node-backend/example.js", "gen", "t3", "k2", "ned", env=_env(server.url))
     assert code == 0, err
     assert [json.loads(line)["status"] for line in out.splitlines()] == [200, 200, 200]
-    message = (await listener.next("new_msg"))["args"][0]
-    assert message["channel_id"] == "gen" and message["thread_id"] == "t3" and message["is_reply"] is False
-    assert json.loads(message["message"])["body"] == "hello @ned" and "token" not in message
-    assert (await listener.next("new_msg"))["args"][0] == {
-        "community_id": "k2",
-        "thread_id": "t3",
-        "kind": "new_thread",
-    }
-    mention = (await listener.next("new_msg"))["args"][0]
-    assert mention == {
-        "user_id": "ned",
-        "thread_id": "t3",
-        "channel_id": "gen",
-        "is_mention": True,
-        "mention_type": "user",
-    }
+    community = {"community_id": "k2", "thread_id": "t3", "kind": "new_thread"}
+    message = await _thread_community_and_mention(listener, "ned", "gen", "t3", community)
+    assert message["is_reply"] is False and json.loads(message["message"])["body"] == "hello @ned"
 
 
 NODE_CALL = """
@@ -155,7 +145,7 @@ client.pushChannel({ channelId: "c", messageId: "m1" }).then(
 """
 
 
-async def test_node_backend_retries_a_503_honouring_retry_after(flaky):  # noqa: F811
+async def test_node_backend_retries_a_503_honouring_retry_after(flaky):
     stand_in, url = await flaky(["1", None])
     code, out, err = await run(node_binary(), "-e", NODE_CALL, env=_env(url))
     assert code == 0, err

@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import sys
 
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
+from . import test_demo_browser
 from .conftest import free_port
 from .node_client import EXAMPLES
 
-CHROMIUM = os.environ.get("PUSH_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-HAVE_CHROMIUM = os.path.exists(CHROMIUM)
-ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"]
+browser = test_demo_browser.browser  # the fixture: headless Chromium
+
 WAIT = 10_000  # ms, for Playwright's expectations
 ROOM = "room:topic:t1"
-
-
-@pytest.fixture
-async def browser():
-    if not HAVE_CHROMIUM:
-        pytest.fail(f"Chromium is needed at {CHROMIUM} (Debian package 'chromium')")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture
