@@ -35,7 +35,10 @@ def _refuse_constant(name: str) -> None:
 
 
 def parse(raw: bytes) -> Any:
-    """A body as JSON, strictly: ValueError for anything that is not UTF-8 JSON that can be sent on."""
+    """A body as JSON, strictly (no NaN, no nesting past the recursion limit): ValueError if it is not.
+
+    What it returns may still hold lone surrogates (JSON's `\\udc00` escapes): check with `encodable`.
+    """
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -44,8 +47,6 @@ def parse(raw: bytes) -> Any:
         value = json.loads(raw, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(type(exc).__name__) from None
-    if not encodable(value):
-        raise ValueError("not encodable")
     return value
 
 

@@ -11,8 +11,9 @@ from .conftest import SERVICE_KEY
 HEADERS = {"Content-Type": "application/json"}
 
 
-async def _post_raw(server, path: str, body: bytes) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as http, http.post(server.url + path, data=body, headers=HEADERS) as resp:
+async def _post_raw(server, path: str, body: bytes, **headers: str) -> tuple[int, dict]:
+    headers = {**HEADERS, **headers}
+    async with aiohttp.ClientSession() as http, http.post(server.url + path, data=body, headers=headers) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
@@ -32,7 +33,7 @@ async def test_deep_nesting_is_400_not_500(server):
         body = (
             b'{"token": "' + SERVICE_KEY.encode() + b'", "channel_id": "c1", "x": ' + b"[" * depth + b"]" * depth + b"}"
         )
-        status, answer = await _post_raw(server, "/api/channel", body)
+        status, answer = await _post_raw(server, "/api/channel", body, Authorization="Bearer " + SERVICE_KEY)
         assert status in (200, 400), (depth, status, answer)
         assert status == 200 or answer["error"] == "invalid_json"
 

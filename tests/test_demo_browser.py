@@ -10,8 +10,8 @@ import time
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from sio_push.transport.protocol import Connection
 from sio_push.keys import SOCKETS
+from sio_push.transport.protocol import Connection
 
 CHROMIUM = os.environ.get("PUSH_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_CHROMIUM = os.path.exists(CHROMIUM)

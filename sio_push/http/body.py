@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import ClientPayloadError, web
 from marshmallow import Schema
 
-from ..codec import parse
+from ..codec import encodable, parse
 from ..keys import SETTINGS
 from .middleware import json_error
 
@@ -96,6 +96,10 @@ async def read_push(request: web.Request, schema: Schema) -> dict[str, Any]:
         raise json_error(web.HTTPUnsupportedMediaType, error=parse_error)
     if parse_error is not None or not isinstance(body, dict):
         raise json_error(web.HTTPBadRequest, error="invalid_json", errors={"_schema": ["body must be a JSON object"]})
+    if not encodable(body):
+        raise json_error(
+            web.HTTPBadRequest, error="invalid_json", errors={"_schema": ["body cannot be sent on as UTF-8 JSON"]}
+        )
     errors = schema.validate(body)
     if errors:
         raise json_error(web.HTTPBadRequest, error="invalid_body", errors=errors)

@@ -133,9 +133,8 @@ class Connector:
             server.enter(sid, name)
         for offset, push in restored.missed if restored else ():
             self._fanout.write(eio_sid, encode(push.event, push.data, offset))
-        self._members.add(
-            sid, Member(identity, session, TokenBucket(self._events_per_second, 2 * self._events_per_second))
-        )
+        rate = self._events_per_second
+        self._members.add(sid, Member(identity, session, TokenBucket(rate, 2 * rate), joined))
         self._metrics.sockets.inc()
         self._metrics.connects.labels("recovered" if restored else "connected").inc()
 

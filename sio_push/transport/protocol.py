@@ -255,6 +255,9 @@ class Connection(asyncio.Protocol):
         except Exception:  # python-engineio's decoder raises what it meets; the client's mistake, not ours
             log.debug("sid=%s sent an undecodable Engine.IO packet", self.socket and self.socket.sid)
             return
+        if not 0 <= pkt.packet_type < len(eio_packet.packet_names):  # python-engineio would index past its names
+            log.debug("sid=%s sent an Engine.IO packet of unknown type", self.socket and self.socket.sid)
+            return
         if self._probing and self.socket is not None:
             self._upgrade(self.socket, pkt)
         elif pkt.packet_type == eio_packet.PONG and self.socket is not None:
