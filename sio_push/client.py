@@ -245,6 +245,10 @@ class _Api(Generic[R]):
         """GET /api/health: `{"status": 200}` when the process answers."""
         return self._send(_Call("GET", "/api/health"))
 
+    def ready(self) -> R:
+        """GET /api/ready: `{"status": 200}` when a push can be taken now (else `ServiceUnavailable`)."""
+        return self._send(_Call("GET", "/api/ready"))
+
 
 class AsyncPushClient(_Api[Awaitable[Answer]]):
     """The asyncio client, on aiohttp; use it as `async with`, or call `close()`.

@@ -34,6 +34,7 @@ async def test_async_client_pushes_reach_their_rooms(server, connect):
         assert (await listener.join(room))["ok"]
     async with AsyncPushClient(server.url, SERVICE_KEY) as push:
         assert await push.health() == {"status": 200}
+        assert await push.ready() == {"status": 200}
         answer = await push.push_message(channel_id="c1", thread_id="t1", message_id="m1", is_reply=True)
         assert answer["status"] == 200 and answer["rooms"] == ["room:lobby:c1", "room:topic:t1"]
         assert await listener.next_msg() == {

@@ -41,7 +41,7 @@ export function useWebSockets({ room, token, permissions, onNewMessage, onRefetc
       push.release(room, listener);
       setConnected(false);
     };
-  }, [room, permissions.chat]); // eslint-disable-line react-hooks/exhaustive-deps -- token: used on (re)connect
+  }, [room, permissions.chat]); // not `token`: a new token is used at the next (re)connection, no rejoin
 
   return { connected, error };
 }
