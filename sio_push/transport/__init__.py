@@ -1,0 +1,1 @@
+"""Socket.IO's websockets served without aiohttp's per-connection machinery: codec, handshake, protocols."""

@@ -1,0 +1,110 @@
+"""The websocket handshake of the Socket.IO path: what `protocol.Front` takes itself, and its answer.
+
+Only a well-formed Engine.IO v4 websocket handshake is taken; anything else is aiohttp's to answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """A websocket handshake for the Socket.IO path, as read from the request head."""
+
+    key: str
+    query: str
+    sid: str | None
+    headers: dict[str, str]  # the ones the origin check reads, lower-cased names
+
+    def environ(self, peer: str) -> dict[str, Any]:
+        """The WSGI-style environ python-engineio's handlers read (see server.KEPT_ENVIRON)."""
+        return {"REQUEST_METHOD": "GET", "QUERY_STRING": self.query, "REMOTE_ADDR": peer}
+
+    def origin_environ(self, scheme: str) -> dict[str, str]:
+        """What python-engineio's origin check reads."""
+        environ = {"wsgi.url_scheme": scheme}
+        for name, key in _ORIGIN_HEADERS.items():
+            if name in self.headers:
+                environ[key] = self.headers[name]
+        return environ
+
+
+_ORIGIN_HEADERS = {
+    "origin": "HTTP_ORIGIN",
+    "host": "HTTP_HOST",
+    "x-forwarded-proto": "HTTP_X_FORWARDED_PROTO",
+    "x-forwarded-host": "HTTP_X_FORWARDED_HOST",
+}
+_READ_HEADERS = {
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "content-length",
+    "transfer-encoding",
+    *_ORIGIN_HEADERS,
+}
+
+
+def parse_handshake(head: bytes, path: str) -> Handshake | None:
+    """The handshake in request head `head` (without its blank line), or None when it is anything else.
+
+    Only a well-formed Engine.IO v4 websocket handshake for `path` is taken; None hands the connection to
+    aiohttp, which answers everything else (and every malformed request) as it always does.
+    """
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[0] != "GET" or parts[2] != "HTTP/1.1":
+        return None
+    target, _, query = parts[1].partition("?")
+    if target != path:
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip() or not name.isascii():
+            return None  # includes obsolete line folding
+        name = name.lower()
+        if name in _READ_HEADERS:
+            if name in headers:
+                return None
+            headers[name] = value.strip(" \t")
+    if headers.get("upgrade", "").lower() != "websocket" or headers.get("sec-websocket-version") != "13":
+        return None
+    if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
+        return None  # a handshake with a body: aiohttp's to judge
+    if "upgrade" not in (token.strip().lower() for token in headers.get("connection", "").split(",")):
+        return None
+    key = headers.get("sec-websocket-key", "")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return None
+    except (binascii.Error, ValueError):
+        return None
+    args = parse_qs(query)
+    if args.get("transport") != ["websocket"] or "j" in args:
+        return None
+    sids = args.get("sid")
+    if sids is None and args.get("EIO") != ["4"]:
+        return None
+    if sids is not None and len(sids) != 1:
+        return None
+    origin = {name: value for name, value in headers.items() if name in _ORIGIN_HEADERS}
+    return Handshake(key=key, query=query, sid=sids[0] if sids else None, headers=origin)
+
+
+def accept_response(key: str) -> bytes:
+    """The 101 answer to a handshake with Sec-WebSocket-Key `key`."""
+    digest = hashlib.sha1(key.encode() + _GUID).digest()  # RFC 6455's accept key
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + base64.b64encode(digest) + b"\r\n\r\n"
+    )
