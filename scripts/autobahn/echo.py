@@ -1,8 +1,8 @@
 """A websocket echo server that speaks through sio-push's own RFC 6455 codec, for Autobahn|Testsuite.
 
-Every text or binary message is sent back as it came; pings are answered and closes ended as the
-codec says. Only the handshake is this script's own (a minimal one for any path: sio-push's parser
-takes only Engine.IO handshakes). Run it alone to point another fuzzing client at it:
+Every text or binary message is sent back as it came; pings are answered and closes ended as the codec
+(`sio_push.transport.frames.Parser`: bytes in, events and the bytes to answer with out) says. Run it
+alone to point another fuzzing client at it:
 
     .venv/bin/python scripts/autobahn/echo.py --host 0.0.0.0 --port 9001
 """
@@ -11,30 +11,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
 import logging
 from typing import cast
 
-try:
-    from sio_push.transport.frames import BINARY, TEXT, Close, Parser, Ping, Pong, ProtocolError, ws_frame
-except ImportError:  # before the codec moved out of websocket.py
-    from sio_push.wire import BINARY, TEXT, ws_frame  # type: ignore[no-redef]
+from sio_push.transport.frames import BINARY, TEXT, Close, Parser, Ping, Pong, ProtocolError, ws_frame
+from sio_push.transport.handshake import accept_response
 
-    Parser = Close = Ping = Pong = ProtocolError = None  # type: ignore[misc,assignment]
-
-CODEC = "sio_push.transport.frames.Parser" if Parser is not None else "sio_push.websocket.Connection"
+CODEC = "sio_push.transport.frames.Parser"
 
 log = logging.getLogger("autobahn.echo")
 
 MAX_SIZE = 16 * 1024 * 1024  # the largest message of cases 1-7 and 10 is 64 KiB
 MAX_HEAD = 16 * 1024
 CLOSE_SECONDS = 5.0  # for the client to close its side after the close handshake
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def accept(head: bytes) -> bytes | None:
-    """The 101 answer to a websocket handshake (any path), or None when `head` is not one."""
+    """The 101 answer to a websocket handshake for any path, or None when `head` is not one.
+
+    sio-push's `parse_handshake` takes only Engine.IO's handshakes; its answer is used as it is.
+    """
     lines = head.decode("latin-1").split("\r\n")
     if not lines[0].startswith("GET ") or not lines[0].endswith(" HTTP/1.1"):
         return None
@@ -45,11 +41,7 @@ def accept(head: bytes) -> bytes | None:
     key = headers.get("sec-websocket-key", "")
     if headers.get("upgrade", "").lower() != "websocket" or headers.get("sec-websocket-version") != "13" or not key:
         return None
-    digest = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest())
-    return (
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + digest + b"\r\n\r\n"
-    )
+    return accept_response(key)
 
 
 class Echo(asyncio.Protocol):
@@ -87,11 +79,15 @@ class Echo(asyncio.Protocol):
                 self.transport.write(ws_frame(event.encode(), TEXT))
             elif isinstance(event, bytes):
                 self.transport.write(ws_frame(event, BINARY))
+            elif isinstance(event, Ping):
+                # The pong goes out now, before the echo of a message the ping came in the middle of
+                # (as transport.protocol.Connection does it): data_to_send() holds only the codec's answers.
+                self.transport.write(self.parser.data_to_send())
             elif isinstance(event, ProtocolError):
                 log.info("protocol error: %s (closing with %d)", event.what, event.code)
-            elif not isinstance(event, Ping | Pong | Close):
+            elif not isinstance(event, Pong | Close):
                 raise TypeError(event)
-        out = self.parser.data_to_send()  # pongs and the close frame, after the echoes they follow
+        out = self.parser.data_to_send()  # the close frame, after the echoes it follows
         if out:
             self.transport.write(out)
         if self.parser.closed and not closed:
@@ -113,51 +109,8 @@ class Echo(asyncio.Protocol):
             self.timer.cancel()
 
 
-def _legacy_echo() -> type[asyncio.Protocol]:
-    """Today's codec, still inside `websocket.Connection`: the same echo, until frames.py lands."""
-    from types import SimpleNamespace
-
-    from sio_push import websocket
-
-    class LegacyEcho(websocket.Connection):
-        def __init__(self, transport: asyncio.Transport) -> None:
-            super().__init__(transport, SimpleNamespace(max_http_buffer_size=MAX_SIZE))  # type: ignore[arg-type]
-
-        def _message(self, opcode: int, payload: bytes) -> None:
-            if opcode == TEXT:
-                try:
-                    payload.decode()
-                except UnicodeDecodeError:
-                    self._fail(websocket.INVALID_DATA, "text that is not UTF-8")
-                    return
-            self.transport.write(ws_frame(payload, opcode))
-
-    class Front(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = cast(asyncio.Transport, transport)
-            self.head = bytearray()
-
-        def data_received(self, data: bytes) -> None:
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            answer = accept(bytes(self.head[:end]))
-            if answer is None:
-                self.transport.close()
-                return
-            self.transport.write(answer)
-            conn = LegacyEcho(self.transport)
-            self.transport.set_protocol(conn)
-            if len(self.head) > end + 4:
-                conn.data_received(bytes(self.head[end + 4 :]))
-
-    return Front
-
-
 async def serve(host: str, port: int) -> asyncio.Server:
-    factory: type[asyncio.Protocol] = Echo if Parser is not None else _legacy_echo()
-    return await asyncio.get_running_loop().create_server(factory, host, port)
+    return await asyncio.get_running_loop().create_server(Echo, host, port)
 
 
 async def _main(host: str, port: int) -> None:

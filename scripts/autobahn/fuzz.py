@@ -103,7 +103,7 @@ def summarize(reports: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--wstest", required=True, help="the wstest command of Autobahn|Testsuite")
+    parser.add_argument("--wstest", help="the wstest command of Autobahn|Testsuite")
     parser.add_argument("--out", type=Path, required=True, help="folder for the spec, the log and the reports")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case patterns")
     parser.add_argument("--summary-only", action="store_true", help="only summarize the reports already in --out")
@@ -111,6 +111,8 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     if args.summary_only:
         return summarize(args.out / "reports")
+    if not args.wstest:
+        parser.error("--wstest is needed to run the cases")
     return asyncio.run(fuzz(args.wstest, args.out, args.cases.split(",")))
 
 
