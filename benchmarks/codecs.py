@@ -261,7 +261,7 @@ def _markdown(runs: list[dict[str, dict[str, float]]], args: argparse.Namespace,
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; commit {commit.stdout.strip()}"
         + (" with uncommitted changes" if dirty.stdout.strip() else ""),
         f"- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (the machine is shared)",
-        f"- command: `python -m benchmarks.codecs {' '.join(argv)}`",
+        f"- command: `{' '.join(['python -m benchmarks.codecs', *argv])}`",
         f"- cores: {os.cpu_count()} ({cpu}); server pinned to CPU 0, client to CPU 1",
         f"- Python {platform.python_version()}, {_versions()}",
         f"- {args.sockets} sockets, {args.pushes} pushes of {len(PAYLOAD)} bytes, {args.megabytes} MiB parsed per "
