@@ -51,6 +51,29 @@ class Settings:
     workers: int = 1
     transports: tuple[str, ...] = ("polling", "websocket")
     uvloop: bool = True
+    # §6 large rooms, admission, drain
+    presence_max_users: int = 500  # 0: no limit
+    connect_rate: float = 200.0  # new connections a second, burst 5x
+    max_connections: int | None = None  # None: 90% of the file-descriptor limit
+    drain_seconds: float = 10.0
+    # §7 limits, expiry, revocation
+    max_rooms_per_socket: int = 100
+    events_per_second: float = 20.0  # burst 2x
+    max_sockets_per_user: int = 50  # 0: no limit
+    typing_seconds: float = 5.0
+    auth_recheck_seconds: float = 300.0
+    revocation_seconds: float = 3600.0
+    metrics_public: bool = False
+    recovery_max_bytes: int = 256 * 1024 * 1024
+    max_buffer_bytes: int = 8 * 1024 * 1024  # a socket's unsent bytes, websocket or polling
+    head_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    # §8 webhooks
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_grace_seconds: float = 5.0
+    # §9 Phoenix Channels
+    phoenix_timeout_seconds: float = 60.0
     metrics_dir: str | None = None  # set by the entry point for --workers
     log_level: str = "INFO"
     log_format: str = "text"
@@ -81,6 +104,21 @@ def _number(env: Mapping[str, str], name: str, default: float, problems: list[st
         problems.append(f"{name} must be at least {minimum:g}, got {raw!r}")
         return default
     return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, problems: list[str], *, minimum: int = 0) -> int:
+    value = _number(env, name, default, problems, minimum=minimum)
+    if value != int(value):
+        problems.append(f"{name} must be a whole number, got {env.get(name)!r}")
+        return default
+    return int(value)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    return raw.lower() not in ("0", "false", "no", "off")
 
 
 def _read_key(value: str, problems: list[str]) -> str | None:
@@ -193,6 +231,15 @@ def load_settings(
         elif "polling" in transports and worker_count > 1:
             problems.append("PUSH_TRANSPORTS with polling needs one worker (polling is not safe across workers)")
 
+    webhook_url = _text(env, "PUSH_WEBHOOK_URL")
+    webhook_secret = _text(env, "PUSH_WEBHOOK_SECRET")
+    if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
+        problems.append(f"PUSH_WEBHOOK_URL must be an http(s) URL, got {webhook_url!r}")
+    if bool(webhook_url) != bool(webhook_secret):
+        problems.append("PUSH_WEBHOOK_URL and PUSH_WEBHOOK_SECRET go together: set both or neither")
+    raw_max_connections = _text(env, "PUSH_MAX_CONNECTIONS")
+    max_connections = int(_number(env, "PUSH_MAX_CONNECTIONS", 0, problems, minimum=1)) if raw_max_connections else None
+
     cors = _text(env, "PUSH_CORS_ORIGINS")
     settings = Settings(
         service_key=service_key or "",
@@ -217,8 +264,27 @@ def load_settings(
         ping_interval=_number(env, "PUSH_PING_INTERVAL", 25, problems, minimum=1),
         ping_timeout=_number(env, "PUSH_PING_TIMEOUT", 20, problems, minimum=1),
         workers=worker_count,
-        uvloop=(_text(env, "PUSH_UVLOOP") or "1") not in ("0", "false", "no", "off"),
+        uvloop=_flag(env, "PUSH_UVLOOP", True),
         transports=transports,
+        presence_max_users=_whole(env, "PUSH_PRESENCE_MAX_USERS", 500, problems),
+        connect_rate=_number(env, "PUSH_CONNECT_RATE", 200, problems, minimum=0.1),
+        max_connections=max_connections,
+        drain_seconds=_number(env, "PUSH_DRAIN_SECONDS", 10, problems),
+        max_rooms_per_socket=_whole(env, "PUSH_MAX_ROOMS_PER_SOCKET", 100, problems, minimum=1),
+        events_per_second=_number(env, "PUSH_EVENTS_PER_SECOND", 20, problems, minimum=0.1),
+        max_sockets_per_user=_whole(env, "PUSH_MAX_SOCKETS_PER_USER", 50, problems),
+        typing_seconds=_number(env, "PUSH_TYPING_SECONDS", 5, problems, minimum=0.1),
+        auth_recheck_seconds=_number(env, "PUSH_AUTH_RECHECK_SECONDS", 300, problems, minimum=1),
+        revocation_seconds=_number(env, "PUSH_REVOCATION_SECONDS", 3600, problems),
+        metrics_public=_flag(env, "PUSH_METRICS_PUBLIC", False),
+        recovery_max_bytes=_whole(env, "PUSH_RECOVERY_MAX_BYTES", 256 * 1024 * 1024, problems, minimum=1024),
+        max_buffer_bytes=_whole(env, "PUSH_MAX_BUFFER_BYTES", 8 * 1024 * 1024, problems, minimum=64 * 1024),
+        head_timeout_seconds=_number(env, "PUSH_HEAD_TIMEOUT_SECONDS", 10, problems, minimum=0.1),
+        body_timeout_seconds=_number(env, "PUSH_BODY_TIMEOUT_SECONDS", 30, problems, minimum=0.1),
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        webhook_grace_seconds=_number(env, "PUSH_WEBHOOK_GRACE_SECONDS", 5, problems),
+        phoenix_timeout_seconds=_number(env, "PUSH_PHOENIX_TIMEOUT_SECONDS", 60, problems, minimum=1),
         log_level=log_level,
         log_format=log_format,
         dev=dev,

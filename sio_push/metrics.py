@@ -58,4 +58,3 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry, path=self._multiprocess_dir)
             return generate_latest(registry)
         return generate_latest(self.registry)
-

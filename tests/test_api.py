@@ -28,6 +28,9 @@ LINEN_MESSAGE = {
 }
 
 
+KEY = {"Authorization": "Bearer " + SERVICE_KEY}
+
+
 async def test_message_route_reaches_lobby_and_topic_with_payload_exactly_as_posted(server, connect):
     lobby = await connect(server, "a")
     topic = await connect(server, "b")
@@ -227,7 +230,7 @@ async def test_metrics_count_sockets_pushes_and_deliveries(server, connect):
     await server.push("/api/channel", channel_id="c1")
     await client.next_msg()
     await server.post("/api/channel", {"token": "wrong", "channel_id": "c1"})
-    async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as resp:
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics", headers=KEY) as resp:
         assert resp.status == 200
         text = await resp.text()
     assert "sio_push_sockets 1.0" in text
@@ -250,3 +253,17 @@ async def test_openapi_document_lists_every_route(server):
         "event",
         "data",
     }
+
+
+async def test_metrics_need_the_service_key_unless_made_public(make_server):
+    server = await make_server()
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + SERVICE_KEY}):
+            async with http.get(server.url + "/metrics", headers=headers) as resp:
+                assert resp.status == 401
+                assert "sio_push" not in await resp.text()
+        async with http.get(server.url + "/metrics", headers=KEY) as resp:
+            assert resp.status == 200 and "sio_push_sockets" in await resp.text()
+    public = await make_server(metrics_public=True)
+    async with aiohttp.ClientSession() as http, http.get(public.url + "/metrics") as resp:
+        assert resp.status == 200 and "sio_push_sockets" in await resp.text()

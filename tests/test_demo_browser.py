@@ -10,8 +10,8 @@ import time
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from sio_push.typedefs import SIO
-from sio_push.websocket import Connection
+from sio_push.keys import SOCKETS
+from sio_push.transport.protocol import Connection
 
 CHROMIUM = os.environ.get("PUSH_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_CHROMIUM = os.path.exists(CHROMIUM)
@@ -93,7 +93,7 @@ async def test_browser_upgrading_from_polling_ends_on_a_websocket_connection(mak
     page = await browser.new_page()
     await page.goto(f"{server.url}/demo")
     assert await page.evaluate(UPGRADE_JS) == "websocket"
-    sockets = server.app[SIO].eio.sockets
+    sockets = server.app[SOCKETS].server.eio.sockets
     deadline = time.monotonic() + 10
     while not any(isinstance(socket.conn, Connection) for socket in sockets.values()):
         assert time.monotonic() < deadline, "the upgrade never reached the server"

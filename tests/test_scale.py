@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import socketio
 
-from .conftest import Client, RedisServer, make_token
+from .conftest import SERVICE_KEY, Client, RedisServer, make_token
 from .node_client import NodeClient
 from .processes import ServerProcess
 
@@ -88,6 +88,18 @@ async def test_presence_spans_processes_and_leaves_when_a_process_dies(processes
     await watcher.presence_until("room:k1", lambda v: "bea" not in v)
 
 
+async def test_phx_refs_differ_between_processes(processes, redis_env, client_factory):
+    a = await processes(**redis_env)
+    b = await processes(**redis_env)
+    # One user on both processes: Phoenix's syncDiff tells the two metas apart by phx_ref alone.
+    watcher = await _joined_client(client_factory, a.url, "ann", "room:r1")
+    await _joined_client(client_factory, b.url, "ann", "room:r1")
+    view = await watcher.presence_until("room:r1", lambda v: len(v.get("ann", [])) == 2)
+    refs = [meta["phx_ref"] for meta in view["ann"]]
+    assert len(set(refs)) == 2
+    assert not any(ref.startswith(redis_env["PUSH_REDIS_PREFIX"]) for ref in refs)
+
+
 async def test_workers_share_one_port_and_survive_a_killed_worker(processes, redis_env, client_factory):
     server = await processes("--workers", "2", **redis_env)
     workers = await _until(lambda: _children(server, 2))
@@ -115,7 +127,10 @@ async def test_workers_share_one_port_and_survive_a_killed_worker(processes, red
         assert (await client.next_msg())["n"] == 2
     restarted = await _until(lambda: _children(server, 2))
     assert workers[0] not in restarted
-    async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(server.url + "/metrics", headers={"Authorization": "Bearer " + SERVICE_KEY}) as resp,
+    ):
         assert "sio_push_sockets 16.0" in await resp.text()  # summed over the live workers
 
 

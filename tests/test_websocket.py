@@ -1,4 +1,4 @@
-"""The websocket path of `sio_push.websocket`: handshakes, frames, upgrades, and what it hands to aiohttp.
+"""The websocket path of `sio_push.transport`: handshakes, frames, upgrades, and what it hands to aiohttp.
 
 A raw client writes the bytes itself, so that every frame a browser could send (fragments, control
 frames, bad masks, bad UTF-8, oversized lengths) is tried against the real server.
@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -17,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from sio_push import websocket
-from sio_push.typedefs import SIO
-from sio_push.websocket import Connection, parse_handshake
-from sio_push.wire import DirectSocket
+from sio_push.keys import SOCKETS
+from sio_push.shims.engineio import DirectSocket
+from sio_push.transport import protocol
+from sio_push.transport.handshake import parse_handshake
+from sio_push.transport.protocol import Connection
 
 from .conftest import Server, make_token
 
@@ -151,7 +153,7 @@ async def _until(predicate: Callable[[], Any], what: str, wait: float = TIMEOUT)
 
 
 def _socket(server: Server, eio_sid: str) -> DirectSocket:
-    socket = server.app[SIO].eio.sockets[eio_sid]
+    socket = server.app[SOCKETS].server.eio.sockets[eio_sid]
     assert isinstance(socket, DirectSocket)
     return socket
 
@@ -159,14 +161,14 @@ def _socket(server: Server, eio_sid: str) -> DirectSocket:
 async def test_websocket_clients_are_served_by_a_connection(server, connect):
     client = await connect(server, "cal", transports=["websocket"])
     await client.join("room:lobby:c1")
-    eio_sid = server.app[SIO].manager.eio_sid_from_sid(client.sio.get_sid("/"), "/")
+    eio_sid = server.app[SOCKETS].server.manager.eio_sid_from_sid(client.sio.get_sid("/"), "/")
     socket = _socket(server, eio_sid)
     assert isinstance(socket.conn, Connection)
     status, _ = await server.push("/api/message", channel_id="c1", message="hi")
     assert status == 200
     assert (await client.next_msg())["message"] == "hi"
     await client.sio.disconnect()
-    await _until(lambda: eio_sid not in server.app[SIO].eio.sockets, "the session to end")
+    await _until(lambda: eio_sid not in server.app[SOCKETS].server.eio.sockets, "the session to end")
 
 
 async def test_socketio_client_upgrading_from_polling_moves_to_a_connection(server, node_clients):
@@ -175,7 +177,7 @@ async def test_socketio_client_upgrading_from_polling_moves_to_a_connection(serv
     )
     await client.next("connect")
     assert (await client.next("ack"))["answer"]["ok"] is True
-    sockets = server.app[SIO].eio.sockets
+    sockets = server.app[SOCKETS].server.eio.sockets
     await _until(lambda: any(isinstance(s.conn, Connection) for s in sockets.values()), "the upgrade")
     assert len(sockets) == 1
     for n in range(3):
@@ -189,7 +191,7 @@ async def test_handshake_opens_an_engineio_session(server):
     opened = json.loads((await ws.text())[1:])
     assert opened["upgrades"] == []
     assert opened["pingInterval"] > 0 and opened["pingTimeout"] > 0 and opened["maxPayload"] > 0
-    assert opened["sid"] in server.app[SIO].eio.sockets
+    assert opened["sid"] in server.app[SOCKETS].server.eio.sockets
     ws.close()
 
 
@@ -206,7 +208,8 @@ async def test_fragmented_messages_and_control_frames(server):
     assert await ws.closed_with() == 1000
 
 
-async def test_many_packets_in_one_write_are_handled_in_order(server):
+async def test_many_packets_in_one_write_are_handled_in_order(make_server):
+    server = await make_server(events_per_second=1000, max_rooms_per_socket=1000)
     ws = await RawWs.open(server)
     await ws.connect()
     count = 200  # more than the connection takes before it stops reading for a while
@@ -245,7 +248,7 @@ async def test_protocol_errors_close_with_their_code_and_the_session_ends(server
     eio_sid = await ws.connect()
     ws.raw(bad)
     assert await ws.closed_with() == code
-    await _until(lambda: eio_sid not in server.app[SIO].eio.sockets, "the session to end")
+    await _until(lambda: eio_sid not in server.app[SOCKETS].server.eio.sockets, "the session to end")
     assert (await server.push("/api/message", channel_id="c1", message="still serving"))[0] == 200
 
 
@@ -263,7 +266,6 @@ async def test_undecodable_and_unknown_engineio_packets_keep_the_connection(serv
     ws.send("")
     ws.send("x")
     ws.send("9")
-    ws.send(b"\x00\x01")
     ws.send("40" + json.dumps({"token": make_token("una", rooms=["room:*"])}))
     assert (await ws.text()).startswith("40{")
 
@@ -273,15 +275,15 @@ async def test_engineio_close_packet_ends_the_session(server):
     eio_sid = await ws.connect()
     ws.send("1")
     assert await ws.closed_with() == 1000
-    await _until(lambda: eio_sid not in server.app[SIO].eio.sockets, "the session to end")
+    await _until(lambda: eio_sid not in server.app[SOCKETS].server.eio.sockets, "the session to end")
 
 
 async def test_server_disconnect_closes_the_connection(server, connect):
     client = await connect(server, "dee", transports=["websocket"])
     sid = client.sio.get_sid("/")
-    await server.app[SIO].disconnect(sid)
+    await server.app[SOCKETS].server.disconnect(sid)
     await _until(lambda: not client.sio.connected, "the client to see the disconnect")
-    await _until(lambda: not server.app[SIO].eio.sockets, "the session to end")
+    await _until(lambda: not server.app[SOCKETS].server.eio.sockets, "the session to end")
 
 
 async def test_a_client_that_stops_answering_pings_is_dropped(make_server):
@@ -295,7 +297,7 @@ async def test_a_client_that_stops_answering_pings_is_dropped(make_server):
     while opcode == 0x1:  # the Engine.IO CLOSE packet, maybe more
         opcode, _ = await ws.frame()
     assert opcode == 0x8
-    await _until(lambda: eio_sid not in server.app[SIO].eio.sockets, "the session to end")
+    await _until(lambda: eio_sid not in server.app[SOCKETS].server.eio.sockets, "the session to end")
 
 
 async def _polling_session(server: Server) -> DirectSocket:
@@ -331,6 +333,16 @@ async def test_failed_upgrade_leaves_the_session_polling(server):
     assert await ws.closed_with() == 1008
     await _until(lambda: not socket.upgrading, "the upgrade to be given up")
     assert not socket.upgraded and not socket.closed
+
+
+async def test_frames_after_a_failed_probe_in_the_same_write_are_dropped(server, caplog):
+    socket = await _polling_session(server)
+    ws = await RawWs.open(server, f"EIO=4&transport=websocket&sid={socket.sid}")
+    ws.raw(_frame(0x1, b"2nope") + _frame(0x1, b"5") + _frame(0x1, b"2probe"))
+    assert await ws.closed_with() == 1008
+    await _until(lambda: not socket.upgrading, "the upgrade to be given up")
+    assert not socket.upgraded and not socket.closed and socket.conn is None
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize(
@@ -485,7 +497,7 @@ async def test_an_upgrade_that_never_completes_is_given_up(make_server):
 
 
 async def test_a_request_head_that_never_ends_is_dropped(server, monkeypatch):
-    monkeypatch.setattr(websocket, "HEAD_SECONDS", 0.2)
+    monkeypatch.setattr(protocol, "HEAD_SECONDS", 0.2)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n")
     assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
@@ -515,4 +527,4 @@ async def test_a_client_that_pings_but_never_reads_is_cut_off(server):
         for _ in range(400):  # 50 MB of pings at most; the server gives up after 8 MiB of unread pongs
             writer.write(pings)
             await asyncio.wait_for(writer.drain(), TIMEOUT)
-    await _until(lambda: eio_sid not in server.app[SIO].eio.sockets, "the session to end")
+    await _until(lambda: eio_sid not in server.app[SOCKETS].server.eio.sockets, "the session to end")

@@ -11,9 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..engines import Push
 from ..errors import BrokerUnavailable
-from ..keys import ENGINE, METRICS
+from ..keys import ENGINE, METRICS, SETTINGS
 from ..rooms import RoomKind, room_for
-from .body import read_push
+from .body import bearer, key_matches, read_push
 from .middleware import Handler, answer, json_error
 from .openapi import get_openapi
 from .schemas import ChannelSchema, CommunitySchema, EmitSchema, MessageSchema, UserSchema
@@ -78,6 +78,10 @@ async def get_ready(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics; the service key is required (`Authorization: Bearer`) unless PUSH_METRICS_PUBLIC."""
+    settings = request.app[SETTINGS]
+    if not settings.metrics_public and not key_matches(bearer(request), settings.service_key):
+        raise json_error(web.HTTPUnauthorized, error="unauthorized")
     body = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -18,12 +18,15 @@ import socketio
 from socketio import exceptions
 from socketio import packet as sio_packet
 
+from ..logs import BadInputLog
 from .engineio import DirectSocket, PushEngine
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/"
 KEPT_ENVIRON = ("REQUEST_METHOD", "QUERY_STRING", "REMOTE_ADDR")
+# Names python-socketio triggers itself: a client event with one of them would run the server's own handler.
+SERVER_EVENTS = frozenset({"connect", "disconnect", "connect_error", "disconnecting"})
 
 
 class Connector(Protocol):
@@ -61,6 +64,10 @@ class IndexedManager(socketio.AsyncManager):
     def in_room(self, sid: str, namespace: str, room: str) -> bool:
         return room in self._rooms_of.get((namespace, sid), ())
 
+    def room_count(self, sid: str, namespace: str) -> int:
+        rooms = self._rooms_of.get((namespace, sid), ())
+        return len(rooms) - (None in rooms)
+
     def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
         for room in list(self._rooms_of.get((namespace, sid), ())):
             self.basic_leave_room(sid, namespace, room)
@@ -83,6 +90,7 @@ class PushServer(socketio.AsyncServer):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(client_manager=IndexedManager(), **kwargs)
+        self.bad_input = BadInputLog(log)
 
     def attach_connector(self, connector: Connector, connect_timeout: float) -> None:
         self.connector = connector
@@ -115,6 +123,63 @@ class PushServer(socketio.AsyncServer):
             await self.connector.open(eio_sid, self.environ.get(eio_sid, {}), auth)
         except exceptions.ConnectionRefusedError as exc:
             await self.refuse(eio_sid, exc.error_args)
+
+    async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        """python-socketio's dispatch, less binary packets, and with bad packets answered, not raised.
+
+        None of sio-push's client events takes binary, and python-socketio keeps every attachment a
+        binary packet announces: a client that sends binary is disconnected. A malformed packet is one
+        log line; an event named like one of the server's own is `unknown_event`.
+        """
+        if isinstance(data, bytes):
+            await self._drop(eio_sid, "sent binary data")
+            return
+        try:
+            pkt = self.packet_class(encoded_packet=data)
+        except Exception:  # the decoder raises whatever it meets: the client's mistake, not ours
+            self.bad_input.warning(eio_sid, "eio=%s sent an undecodable Socket.IO packet", eio_sid)
+            return
+        kind = pkt.packet_type
+        if kind == sio_packet.CONNECT:
+            await self._handle_connect(eio_sid, pkt.namespace, pkt.data)
+        elif kind == sio_packet.DISCONNECT:
+            await self._handle_disconnect(eio_sid, pkt.namespace, self.reason.CLIENT_DISCONNECT)
+        elif kind == sio_packet.EVENT:
+            await self._event(eio_sid, pkt)
+        elif kind == sio_packet.ACK:
+            pass  # the server never asks clients for acknowledgements
+        elif kind in (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK):
+            await self._drop(eio_sid, "sent a binary packet")
+        else:
+            self.bad_input.warning(eio_sid, "eio=%s sent an unexpected packet type %s", eio_sid, kind)
+
+    async def _event(self, eio_sid: str, pkt: Any) -> None:
+        data = pkt.data
+        if not isinstance(data, list) or not data or not isinstance(data[0], str):
+            self.bad_input.warning(eio_sid, "eio=%s sent a malformed event", eio_sid)
+            if pkt.id is not None:
+                await self._ack(eio_sid, pkt, {"ok": False, "error": "invalid_payload"})
+            return
+        if (pkt.namespace or NAMESPACE) != NAMESPACE:
+            self.bad_input.warning(eio_sid, "eio=%s sent an event to namespace %r", eio_sid, str(pkt.namespace)[:64])
+            return
+        if data[0] in SERVER_EVENTS:
+            self.bad_input.warning(eio_sid, "eio=%s sent the reserved event %r", eio_sid, data[0])
+            if pkt.id is not None:
+                await self._ack(eio_sid, pkt, {"ok": False, "error": "unknown_event"})
+            return
+        await self._handle_event(eio_sid, pkt.namespace, pkt.id, data)
+
+    async def _ack(self, eio_sid: str, pkt: Any, answer: Any) -> None:
+        await self._send_packet(
+            eio_sid, self.packet_class(sio_packet.ACK, namespace=pkt.namespace, data=[answer], id=pkt.id)
+        )
+
+    async def _drop(self, eio_sid: str, why: str) -> None:
+        self.bad_input.warning(eio_sid, "eio=%s %s; closing its connection", eio_sid, why)
+        socket = self.eio.sockets.get(eio_sid)
+        if isinstance(socket, DirectSocket):
+            await socket.shut(self.reason.SERVER_DISCONNECT)
 
     # what the rest of the package uses
 
@@ -152,6 +217,10 @@ class PushServer(socketio.AsyncServer):
 
     def in_room(self, sid: str, room: str) -> bool:
         return self.manager.in_room(sid, NAMESPACE, room)
+
+    def room_count(self, sid: str) -> int:
+        """How many named rooms `sid` is in."""
+        return self.manager.room_count(sid, NAMESPACE) - 1  # less its own sid room
 
     def members_of(self, room: str) -> dict[str, str] | None:
         """The local sockets in `room`, sid -> Engine.IO sid (the manager's own map: do not change it)."""

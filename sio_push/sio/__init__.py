@@ -76,11 +76,22 @@ def create_socket_layer(settings: Settings, auth: Auth, engine: Engine, metrics:
     server = create_server(settings)
     members = Members()
     fanout = Fanout(server, metrics)
-    tracker = PresenceTracker(engine.presence, engine.broker, fanout, settings.presence_batch_seconds)
+    tracker = PresenceTracker(
+        engine.presence, engine.broker, fanout, settings.presence_batch_seconds, settings.typing_seconds
+    )
     connector = Connector(
-        server, auth, members, tracker, engine.broker, fanout, metrics, sessions=engine.sessions, node=engine.node_id
+        server,
+        auth,
+        members,
+        tracker,
+        engine.broker,
+        fanout,
+        metrics,
+        sessions=engine.sessions,
+        node=engine.node_id,
+        events_per_second=settings.events_per_second,
     )
     server.attach_connector(connector, settings.connect_timeout_seconds)
-    handlers = Handlers(server, auth, members, connector, tracker, metrics)
+    handlers = Handlers(server, auth, members, connector, tracker, metrics, settings.max_rooms_per_socket)
     handlers.register()
     return SocketLayer(server, members, fanout, tracker, connector, handlers)

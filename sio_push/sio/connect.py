@@ -18,6 +18,7 @@ from socketio import exceptions
 from ..auth import Auth, Identity
 from ..engines import Broker, Missed, Session, SessionStore
 from ..errors import AuthError, BackendUnavailable
+from ..limits import TokenBucket
 from ..metrics import Metrics
 from ..rooms import Room, parse_room, user_room
 from ..shims.engineio import DirectSocket
@@ -44,6 +45,10 @@ class _Restored:
     missed: Missed
 
 
+def _with_rooms(session: Session, member: Member) -> Session:
+    return replace(session, rooms=tuple(member.joined), since=tuple(member.joined.values()))
+
+
 class Connector:
     """Decides each Socket.IO CONNECT of namespace "/" and sets the socket up.
 
@@ -56,6 +61,7 @@ class Connector:
     :param metrics: counts connects and sockets.
     :param sessions: where recoverable sessions are kept; None turns recovery off.
     :param node: this process's id, recorded in its sessions.
+    :param events_per_second: the rate of each socket's client events (burst twice that).
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class Connector:
         metrics: Metrics,
         sessions: SessionStore | None = None,
         node: str = "",
+        events_per_second: float = 20.0,
     ) -> None:
         self._server = server
         self._auth = auth
@@ -79,6 +86,7 @@ class Connector:
         self._metrics = metrics
         self._sessions = sessions
         self._node = node
+        self._events_per_second = events_per_second
 
     async def open(self, eio_sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
         """Authenticate a CONNECT, restore its session if it brings one, and set the socket up.
@@ -99,12 +107,25 @@ class Connector:
         if server.socket_of(eio_sid) is None:
             return
         sid = restored.session.sid if restored else server.new_sid()
-        rooms = [room.name for room in restored.rooms] if restored else [user_room(identity.user_id)]
+        position = self._broker.position
+        if restored:
+            since = restored.session.joined_at()
+            joined = {room.name: since.get(room.name, restored.session.start) for room in restored.rooms}
+        else:
+            joined = {user_room(identity.user_id): position}
+        rooms = list(joined)
         session = None
         if sessions is not None:
             pid = restored.session.pid if restored else secrets.token_urlsafe(16)
             session = Session(
-                pid, sid, identity.user_id, tuple(rooms), self._broker.position, secrets.token_hex(8), self._node
+                pid,
+                sid,
+                identity.user_id,
+                tuple(rooms),
+                position,
+                secrets.token_hex(8),
+                self._node,
+                since=tuple(joined.values()),
             )
         server.register(eio_sid, sid)
         self._fanout.reply_connect(eio_sid, {"sid": sid, "pid": session.pid} if session else {"sid": sid})
@@ -112,7 +133,8 @@ class Connector:
             server.enter(sid, name)
         for offset, push in restored.missed if restored else ():
             self._fanout.write(eio_sid, encode(push.event, push.data, offset))
-        self._members.add(sid, Member(identity, session))
+        rate = self._events_per_second
+        self._members.add(sid, Member(identity, session, TokenBucket(rate, 2 * rate), joined))
         self._metrics.sockets.inc()
         self._metrics.connects.labels("recovered" if restored else "connected").inc()
 
@@ -142,12 +164,35 @@ class Connector:
             room = parse_room(name)
             if room is not None and await self._auth.may_join(identity, room):
                 rooms.append(room)
-        after = offset if isinstance(offset, str) and offset else session.start
+        after = offset if isinstance(offset, str) and self._is_offset(offset) else session.start
         missed = await self._broker.replay(after, [room.name for room in rooms])
         if missed is None:
             log.info("recovery: the log no longer holds what sid=%s missed", session.sid)
             return None
-        return _Restored(session, rooms, missed)
+        return _Restored(session, rooms, self._since_joined(session, missed))
+
+    def _is_offset(self, offset: str) -> bool:
+        try:
+            self._broker.order(offset)
+        except ValueError:
+            return False
+        return True
+
+    def _since_joined(self, session: Session, missed: Missed) -> Missed:
+        """What the session may be sent: each push only if one of its rooms was joined before it was sent.
+
+        The client chooses the offset it recovers from; without this, an older offset would replay
+        pushes sent to a room before the session was in it.
+        """
+        order = self._broker.order
+        since = {room: order(offset) for room, offset in session.joined_at().items()}
+        start = order(session.start)
+        kept = []
+        for offset, push in missed:
+            at = order(offset)
+            if any(at > since.get(room, start) for room in push.rooms if room in session.rooms):
+                kept.append((offset, push))
+        return kept
 
     async def _take_over(self, sid: str) -> None:
         """Close the old connection of a session that a reconnect claimed, without ending the session."""
@@ -158,18 +203,26 @@ class Connector:
         if isinstance(socket, DirectSocket):
             await socket.shut(self._server.reason.SERVER_DISCONNECT)
 
+    def entered(self, sid: str, member: Member, room: str) -> None:
+        """`sid` is in `room` from now on: pushes to it from here are delivered live, none replayed from before."""
+        self._server.enter(sid, room)
+        member.joined[room] = self._broker.position
+
+    def exited(self, sid: str, member: Member, room: str) -> None:
+        self._server.exit(sid, room)
+        member.joined.pop(room, None)
+
     async def save(self, sid: str) -> None:
         """Store `sid`'s session with the rooms it is in now (after a join or a leave)."""
         member = self._members.get(sid)
         if member is not None and member.session is not None and self._sessions is not None:
-            member.session = replace(member.session, rooms=tuple(self._server.rooms_of(sid)))
+            member.session = _with_rooms(member.session, member)
             await self._store(self._sessions.save, member.session)
 
     async def end(self, sid: str, member: Member) -> None:
         """Mark the session of a socket that went as ended: recoverable for the window from now."""
         if member.session is not None and self._sessions is not None:
-            ended = replace(member.session, rooms=tuple(self._server.rooms_of(sid)))
-            await self._store(self._sessions.end, ended)
+            await self._store(self._sessions.end, _with_rooms(member.session, member))
 
     async def _store(self, write: Callable[[Session], Awaitable[None]], session: Session) -> None:
         try:

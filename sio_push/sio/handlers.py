@@ -11,12 +11,13 @@ import logging
 from typing import Any
 
 from ..auth import Auth
+from ..codec import encodable
 from ..errors import BackendUnavailable
 from ..metrics import Metrics
 from ..rooms import parse_room
 from ..shims.socketio import PushServer
 from .connect import Connector
-from .members import Members
+from .members import Member, Members
 from .presence import PresenceTracker
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Handlers:
     :param connector: stores sessions as their rooms change, and ends them.
     :param tracker: presence of `room:*` rooms.
     :param metrics: counts sockets.
+    :param max_rooms: the most rooms one socket may be in, its user room included.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Handlers:
         connector: Connector,
         tracker: PresenceTracker,
         metrics: Metrics,
+        max_rooms: int = 100,
     ) -> None:
         self._server = server
         self._auth = auth
@@ -62,6 +65,17 @@ class Handlers:
         self._connector = connector
         self._tracker = tracker
         self._metrics = metrics
+        self._max_rooms = max_rooms
+
+    def _admit(self, sid: str) -> tuple[Member | None, Ack | None]:
+        """The member sending an event, or the error to answer: not connected, or over its event rate."""
+        member = self._members.get(sid)
+        if member is None:
+            return None, _error("not_connected")
+        if not member.events.take():
+            self._server.bad_input.warning(sid, "sid=%s is over its event rate; event dropped", sid)
+            return None, _error("rate_limited")
+        return member, None
 
     def register(self) -> None:
         on = self._server.on
@@ -84,21 +98,24 @@ class Handlers:
         log.info("disconnected sid=%s user=%s reason=%s", sid, member.identity.user_id, reason)
 
     async def join(self, sid: str, *args: Any) -> Ack:
-        member = self._members.get(sid)
-        room = parse_room(_room_name(args))
+        member, refused = self._admit(sid)
         if member is None:
-            return _error("not_connected")
+            return refused or _error("not_connected")
+        room = parse_room(_room_name(args))
         if room is None:
             log.info("join refused sid=%s: invalid_room", sid)
             return _error("invalid_room")
         if self._server.in_room(sid, room.name):
             return {"ok": True, "room": room.name}
+        if self._server.room_count(sid) >= self._max_rooms:
+            log.info("join refused sid=%s room=%s: too_many_rooms", sid, room.name)
+            return _error("too_many_rooms")
         if not await self._auth.may_join(member.identity, room):
             log.info("join refused sid=%s user=%s room=%s: unauthorized", sid, member.identity.user_id, room.name)
             return _error("unauthorized")
         if sid not in self._members:  # gone while the backend was deciding
             return _error("not_connected")
-        self._server.enter(sid, room.name)
+        self._connector.entered(sid, member, room.name)
         if room.has_presence:
             await self._tracker.track(room, sid, member.identity)
         await self._connector.save(sid)
@@ -106,13 +123,14 @@ class Handlers:
         return {"ok": True, "room": room.name}
 
     async def leave(self, sid: str, *args: Any) -> Ack:
+        member, refused = self._admit(sid)
+        if member is None:
+            return refused or _error("not_connected")
         room = parse_room(_room_name(args))
-        if sid not in self._members:
-            return _error("not_connected")
         if room is None:
             return _error("invalid_room")
         if self._server.in_room(sid, room.name):
-            self._server.exit(sid, room.name)
+            self._connector.exited(sid, member, room.name)
             if room.has_presence:
                 await self._tracker.untrack(room, sid)
             await self._connector.save(sid)
@@ -120,9 +138,10 @@ class Handlers:
         return {"ok": True, "room": room.name}
 
     async def typing(self, sid: str, *args: Any) -> Ack:
+        member, refused = self._admit(sid)
+        if member is None:
+            return refused or _error("not_connected")
         payload = args[0] if len(args) == 1 else None
-        if sid not in self._members:
-            return _error("not_connected")
         if not isinstance(payload, dict):
             return _error("invalid_payload")
         room = parse_room(payload.get("room"))
@@ -130,6 +149,8 @@ class Handlers:
         if room is None:
             return _error("invalid_room")
         if not isinstance(typing, bool) or not isinstance(username, (str, type(None))):
+            return _error("invalid_payload")
+        if username is not None and not encodable(username):
             return _error("invalid_payload")
         if not self._server.in_room(sid, room.name):
             return _error("not_joined")
@@ -139,11 +160,14 @@ class Handlers:
         if username is not None:
             changes["username"] = username[:128]
         try:
-            await self._tracker.update(room, sid, changes)
+            await self._tracker.typing(room, sid, changes)
         except BackendUnavailable:
             return _error("unavailable")
         return {"ok": True}
 
     async def unknown(self, event: str, sid: str, *args: Any) -> Ack:
-        log.warning("unknown event %r from sid=%s ignored", event[:64], sid)
+        member, refused = self._admit(sid)
+        if member is None:
+            return refused or _error("not_connected")
+        self._server.bad_input.warning(sid, "unknown event %r from sid=%s ignored", event[:64], sid)
         return _error("unknown_event")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..auth import Identity
 from ..engines import Session
+from ..limits import TokenBucket
 
 
 @dataclass(slots=True)
@@ -15,10 +16,14 @@ class Member:
 
     :param identity: who the token says it is.
     :param session: its recoverable session; None when recovery is off, or once a reconnect took it over.
+    :param events: the budget of its client events.
+    :param joined: room -> the broker's position when it joined (recovery replays nothing older).
     """
 
     identity: Identity
     session: Session | None
+    events: TokenBucket
+    joined: dict[str, str] = field(default_factory=dict)
 
 
 class Members:

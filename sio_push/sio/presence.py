@@ -75,13 +75,20 @@ class PresenceTracker:
     :param broker: carries the diffs to every process.
     :param fanout: writes the joiner's `presence_state`.
     :param batch_seconds: how long a room's diffs wait to be merged into one broadcast.
+    :param typing_seconds: how long a `typing: true` lasts unless renewed.
     """
 
-    def __init__(self, store: PresenceStore, broker: Broker, fanout: Fanout, batch_seconds: float) -> None:
+    def __init__(
+        self, store: PresenceStore, broker: Broker, fanout: Fanout, batch_seconds: float, typing_seconds: float = 5.0
+    ) -> None:
         self._store = store
         self._broker = broker
         self._fanout = fanout
         self._diffs = DiffBatcher(self._publish, batch_seconds)
+        self._typing_seconds = typing_seconds
+        self._typing: dict[tuple[str, str], Meta] = {}  # (room, sid) -> the typing/username last set
+        self._expiry: dict[tuple[str, str], asyncio.TimerHandle] = {}  # of the typing: true ones
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def track(self, room: Room, sid: str, identity: Identity) -> None:
         """`sid` joined `room`: it gets the room's state, the room gets the diff."""
@@ -95,6 +102,7 @@ class PresenceTracker:
         await self._diffs.add(room.name, diff)
 
     async def untrack(self, room: Room, sid: str) -> None:
+        self._forget_typing((room.name, sid))
         try:
             diff = await self._store.leave(room.name, sid)
         except BackendUnavailable:
@@ -103,11 +111,46 @@ class PresenceTracker:
         if diff is not None:
             await self._diffs.add(room.name, diff)
 
-    async def update(self, room: Room, sid: str, changes: Meta) -> None:
-        """Change `sid`'s meta in `room` (typing). Raises BackendUnavailable when the store can't."""
+    async def typing(self, room: Room, sid: str, changes: Meta) -> None:
+        """Set `sid`'s typing (and username) in `room`; nothing is sent unless it changes the meta.
+
+        A `typing: true` not renewed within `typing_seconds` turns itself to false. Raises
+        BackendUnavailable when the store can't take the change.
+        """
+        key = (room.name, sid)
+        self._cancel_expiry(key)
+        if changes["typing"]:
+            loop = asyncio.get_running_loop()
+            self._expiry[key] = loop.call_later(self._typing_seconds, self._expire, room, sid)
+        last = self._typing.get(key, {"typing": False})
+        if all(last.get(name) == value for name, value in changes.items()):
+            return
         diff = await self._store.update(room.name, sid, changes)
-        if diff is not None:
-            await self._diffs.add(room.name, diff)
+        if diff is None:
+            return
+        self._typing[key] = {**last, **changes}
+        await self._diffs.add(room.name, diff)
+
+    def _expire(self, room: Room, sid: str) -> None:
+        self._expiry.pop((room.name, sid), None)
+        task = asyncio.create_task(self._stop_typing(room, sid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _stop_typing(self, room: Room, sid: str) -> None:
+        try:
+            await self.typing(room, sid, {"typing": False})
+        except BackendUnavailable:
+            log.warning("typing in room=%s not cleared: backend unavailable", room.name)
+
+    def _cancel_expiry(self, key: tuple[str, str]) -> None:
+        timer = self._expiry.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _forget_typing(self, key: tuple[str, str]) -> None:
+        self._cancel_expiry(key)
+        self._typing.pop(key, None)
 
     async def _publish(self, room: str, diff: Diff) -> None:
         try:
@@ -117,4 +160,9 @@ class PresenceTracker:
 
     async def close(self) -> None:
         """Send the diffs still waiting (at shutdown, after the sockets are closed)."""
+        for timer in self._expiry.values():
+            timer.cancel()
+        self._expiry.clear()
+        for task in list(self._tasks):
+            task.cancel()
         await self._diffs.close()

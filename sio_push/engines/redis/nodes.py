@@ -7,18 +7,15 @@ ended at its last beat (so the recovery window runs from there). The last beat s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import time
 from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
-from . import background
-
-log = logging.getLogger(__name__)
+from ...errors import BackendUnavailable
+from ...tasks import Periodic
+from .errors import translated
 
 BEAT = 1.0
 DEAD_AFTER = 3.0
@@ -35,43 +32,38 @@ class Nodes:
 
     def __init__(self, client: redis.Redis, prefix: str, node_id: str, keep: float) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._key_prefix = prefix
         self.node_id = node_id
         self._keep_ms = int((keep + 2 * DEAD_AFTER) * 1000)
-        self._task: asyncio.Task[None] | None = None
+        self._heartbeat = Periodic("heartbeat", BEAT, self._beat)
 
     def _key(self, node_id: str) -> str:
-        return f"{self._prefix}node:{node_id}"
+        return f"{self._key_prefix}node:{node_id}"
 
     async def start(self) -> None:
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(BackendUnavailable):
             await self._beat()
-        self._task = asyncio.create_task(self._run())
+        self._heartbeat.start()
 
     async def close(self) -> None:
-        await background.stop(self._task)
+        await self._heartbeat.stop()
 
+    @translated
     async def _beat(self) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(self._key(self.node_id), repr(time.time()), px=self._keep_ms)
-            pipe.sadd(self._prefix + "nodes", self.node_id)
+            pipe.sadd(self._key_prefix + "nodes", self.node_id)
             await pipe.execute()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(BEAT)
-            try:
-                await self._beat()
-            except RedisError as exc:
-                log.debug("heartbeat failed: %s", type(exc).__name__)
-
+    @translated
     async def last_beat(self, node_id: str) -> float | None:
         raw = await self._redis.get(self._key(node_id))
         return float(raw) if raw is not None else None
 
+    @translated
     async def dead(self) -> list[str]:
         """The processes that stopped beating (this one never counts)."""
-        members: Any = await self._redis.smembers(self._prefix + "nodes")
+        members: Any = await self._redis.smembers(self._key_prefix + "nodes")
         now = time.time()
         dead = []
         for raw in members:
@@ -83,5 +75,6 @@ class Nodes:
                 dead.append(node_id)
         return dead
 
+    @translated
     async def forget(self, node_id: str) -> None:
-        await self._redis.srem(self._prefix + "nodes", node_id)
+        await self._redis.srem(self._key_prefix + "nodes", node_id)

@@ -8,17 +8,17 @@ process died ended at that process's last heartbeat.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
-from . import background
-from .errors import BackendUnavailable
-from .recovery import Session, SessionStore
-from .redis_node import Nodes
+from ...errors import BackendUnavailable
+from ...tasks import Periodic
+from ..base import Session, SessionStore
+from .errors import translated
+from .nodes import Nodes
 
 log = logging.getLogger(__name__)
 
@@ -49,28 +49,26 @@ class RedisSessions(SessionStore):
     def __init__(self, window: float, client: redis.Redis, prefix: str, nodes: Nodes) -> None:
         super().__init__(window)
         self._redis = client
-        self._prefix = prefix
+        self._key_prefix = prefix
         self._nodes = nodes
         self._write = client.register_script(_WRITE_IF_OWNER)
         self._live: dict[str, str] = {}  # pid -> conn of the sessions this process holds
-        self._task: asyncio.Task[None] | None = None
+        self._renewal = Periodic("session renewal", RENEW_EVERY, self._renew)
 
     def _key(self, pid: str) -> str:
-        return f"{self._prefix}session:{pid}"
+        return f"{self._key_prefix}session:{pid}"
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._renew())
+        self._renewal.start()
 
     async def close(self) -> None:
-        await background.stop(self._task)
+        await self._renewal.stop()
 
+    @translated
     async def _run_write(self, session: Session, ttl: float, mode: str) -> bool:
-        try:
-            done = await self._write(
-                keys=[self._key(session.pid)], args=[session.to_json(), session.conn, int(ttl * 1000), mode]
-            )
-        except RedisError as exc:
-            raise BackendUnavailable(type(exc).__name__) from exc
+        done = await self._write(
+            keys=[self._key(session.pid)], args=[session.to_json(), session.conn, int(ttl * 1000), mode]
+        )
         return bool(done)
 
     async def save(self, session: Session) -> None:
@@ -81,32 +79,33 @@ class RedisSessions(SessionStore):
         self._live.pop(session.pid, None)
         await self._run_write(session.ended(time.time()), self.window, "end")
 
+    @translated
+    async def _take(self, pid: str) -> Any:
+        """The session's JSON, removed from Redis; None when there is none."""
+        return await self._redis.getdel(self._key(pid))
+
     async def claim(self, pid: str) -> Session | None:
         try:
-            raw = await self._redis.getdel(self._key(pid))
+            raw = await self._take(pid)
             if raw is None:
                 return None
             session = Session.from_json(raw)
             ended_at = session.ended_at
             if ended_at is None:
                 ended_at = await self._nodes.last_beat(session.node)
-        except (RedisError, ValueError, TypeError, KeyError) as exc:
-            log.warning("session lookup failed (%s)", type(exc).__name__)
+        except (BackendUnavailable, ValueError, TypeError, KeyError) as exc:
+            log.warning("session lookup failed (%s: %s)", type(exc).__name__, exc)
             return None
         self._live.pop(pid, None)
         if ended_at is None or time.time() - ended_at > self.window:
             return None
         return session
 
+    @translated
     async def _renew(self) -> None:
         """Keep this process's live sessions from expiring while it runs."""
         ttl_ms = int((self.window + LIVE_SLACK) * 1000)
-        while True:
-            await asyncio.sleep(RENEW_EVERY)
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for pid in list(self._live):
-                        pipe.pexpire(self._key(pid), ttl_ms)
-                    await pipe.execute()
-            except RedisError as exc:
-                log.debug("session renewal failed: %s", type(exc).__name__)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for pid in list(self._live):
+                pipe.pexpire(self._key(pid), ttl_ms)
+            await pipe.execute()

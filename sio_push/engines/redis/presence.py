@@ -12,17 +12,17 @@ import logging
 from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
-from .codec import dumps, loads
-from .errors import BackendUnavailable
-from .presence import Meta, Presence, State, diff, new_meta, updated_meta
-from .redis_node import Nodes
+from ...codec import dumps, loads
+from ...presence import Meta, State, diff, new_meta, updated_meta
+from ..base import PresenceStore
+from .errors import translated
+from .nodes import Nodes
 
 log = logging.getLogger(__name__)
 
 
-class RedisPresence(Presence):
+class RedisPresence(PresenceStore):
     """Presence of every process's sockets.
 
     :param client: the Redis connection pool (owned by the caller).
@@ -31,63 +31,55 @@ class RedisPresence(Presence):
     """
 
     def __init__(self, client: redis.Redis, prefix: str, nodes: Nodes) -> None:
-        super().__init__(ref_prefix=nodes.node_id)
+        super().__init__(nodes.node_id)
         self._redis = client
-        self._prefix = prefix
+        self._key_prefix = prefix
         self._nodes = nodes
         self._next_read: dict[str, asyncio.Future[State]] = {}  # room -> the read that callers now will share
         self._readers: dict[str, asyncio.Task[None]] = {}
 
     def _room_key(self, room: str) -> str:
-        return f"{self._prefix}presence:{room}"
+        return f"{self._key_prefix}presence:{room}"
 
     def _rooms_key(self, node_id: str) -> str:
-        return f"{self._prefix}presence-rooms:{node_id}"
+        return f"{self._key_prefix}presence-rooms:{node_id}"
 
     def _field(self, sid: str) -> str:
         return f"{self._nodes.node_id}/{sid}"
 
+    @translated
     async def join(self, room: str, user_id: str, sid: str) -> dict[str, State]:
-        meta = new_meta(self._ref())
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hset(self._room_key(room), self._field(sid), dumps([user_id, meta]))
-                pipe.sadd(self._rooms_key(self._nodes.node_id), room)
-                await pipe.execute()
-        except RedisError as exc:
-            raise BackendUnavailable(type(exc).__name__) from exc
+        meta = new_meta(self._next_ref())
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self._room_key(room), self._field(sid), dumps([user_id, meta]))
+            pipe.sadd(self._rooms_key(self._nodes.node_id), room)
+            await pipe.execute()
         return diff(user_id, joined=meta)
 
+    @translated
     async def _get(self, room: str, sid: str) -> tuple[str, Meta] | None:
-        try:
-            raw = await self._redis.hget(self._room_key(room), self._field(sid))
-        except RedisError as exc:
-            raise BackendUnavailable(type(exc).__name__) from exc
+        raw = await self._redis.hget(self._room_key(room), self._field(sid))
         if raw is None:
             return None
         user_id, meta = loads(raw)
         return user_id, meta
 
+    @translated
     async def update(self, room: str, sid: str, changes: Meta) -> dict[str, State] | None:
         entry = await self._get(room, sid)
         if entry is None:
             return None
         user_id, old = entry
-        new = updated_meta(old, changes, self._ref())
-        try:
-            await self._redis.hset(self._room_key(room), self._field(sid), dumps([user_id, new]))
-        except RedisError as exc:
-            raise BackendUnavailable(type(exc).__name__) from exc
+        new = updated_meta(old, changes, self._next_ref())
+        await self._redis.hset(self._room_key(room), self._field(sid), dumps([user_id, new]))
         return diff(user_id, joined=new, left=old)
 
+    @translated
     async def leave(self, room: str, sid: str) -> dict[str, State] | None:
         entry = await self._get(room, sid)
         if entry is None:
             return None
-        try:
-            await self._redis.hdel(self._room_key(room), self._field(sid))
-        except RedisError as exc:
-            raise BackendUnavailable(type(exc).__name__) from exc
+        await self._redis.hdel(self._room_key(room), self._field(sid))
         return diff(entry[0], left=entry[1])
 
     async def state(self, room: str) -> State:
@@ -120,17 +112,16 @@ class RedisPresence(Presence):
                 if unanswered is not None and not unanswered.done():
                     unanswered.cancel()
 
+    @translated
     async def _read(self, room: str) -> State:
-        try:
-            entries = await self._redis.hgetall(self._room_key(room))
-        except RedisError as exc:
-            raise BackendUnavailable(type(exc).__name__) from exc
+        entries = await self._redis.hgetall(self._room_key(room))
         state: State = {}
         for raw in entries.values():
             user_id, meta = loads(raw)
             state.setdefault(user_id, {"metas": []})["metas"].append(meta)
         return state
 
+    @translated
     async def reap(self) -> list[tuple[str, dict[str, Any]]]:
         """Remove the entries of dead processes; the (room, leave diff) pairs to broadcast."""
         diffs: list[tuple[str, dict[str, Any]]] = []

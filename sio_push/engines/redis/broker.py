@@ -22,17 +22,19 @@ from collections.abc import Collection
 from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
-from . import background
-from .broker import Broker, Deliver, Missed, Push
-from .codec import dumps, loads
-from .errors import BrokerUnavailable
+from ...codec import dumps, loads
+from ...errors import BackendUnavailable, BrokerUnavailable
+from ...tasks import Backoff, Periodic, stop
+from ..base import Broker, Deliver, Missed, Push
+from .errors import translated, unavailable
 
 log = logging.getLogger(__name__)
 
 READ_COUNT = 1000
+BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
+TRIM_EVERY = 1.0
 UNLOGGED_SIZE = 1000  # with recovery off the stream only carries pushes between processes
 
 
@@ -64,7 +66,9 @@ class RedisBroker(Broker):
         self._stream = prefix + "stream"
         self._channel = prefix + "volatile"
         self._tasks: list[asyncio.Task[None]] = []
+        self._trimming = Periodic("stream trimming", TRIM_EVERY, self._trim_by_age)
         self._healthy = False
+        self._positioned = False  # whether `position` was read from the stream, or is still the origin
 
     @property
     def origin(self) -> str:
@@ -73,58 +77,71 @@ class RedisBroker(Broker):
     async def start(self, deliver: Deliver) -> None:
         await super().start(deliver)
         try:
-            last: Any = await self._redis.xrevrange(self._stream, "+", "-", count=1)
-            self.position = last[0][0].decode() if last else self.origin
+            await self._find_position()
             self._healthy = True
-        except RedisError as exc:
-            log.warning("redis unreachable at start (%s); retrying in the background", type(exc).__name__)
+        except BackendUnavailable as exc:
+            log.warning("redis unreachable at start (%s); retrying in the background", exc)
         self._tasks = [
-            asyncio.create_task(self._read_stream(deliver)),
-            asyncio.create_task(self._read_volatile(deliver)),
-            asyncio.create_task(self._trim_by_age()),
+            asyncio.create_task(self._read_stream(deliver), name="stream reader"),
+            asyncio.create_task(self._read_volatile(deliver), name="volatile reader"),
         ]
+        if self.logging:
+            self._trimming.start()
 
     async def close(self) -> None:
-        await background.stop(*self._tasks)
+        await stop(*self._tasks)
+        await self._trimming.stop()
         self._tasks = []
         await super().close()
 
+    @translated
+    async def _find_position(self) -> None:
+        """Start at the stream's end: what was pushed before this process started is not its to deliver."""
+        last: Any = await self._redis.xrevrange(self._stream, "+", "-", count=1)
+        self.position = last[0][0].decode() if last else self.origin
+        self._positioned = True
+
     async def publish(self, push: Push) -> str | None:
-        try:
+        with unavailable(BrokerUnavailable):
             if push.volatile:
                 await self._redis.publish(self._channel, _encode(push))
                 return None
             offset: Any = await self._redis.xadd(self._stream, {"p": _encode(push)}, maxlen=self.log_size)
-        except RedisError as exc:
-            raise BrokerUnavailable(type(exc).__name__) from exc
         return offset.decode() if self.logging else None
 
     async def check(self) -> bool:
         try:
-            await self._redis.ping()
-        except RedisError:
+            with unavailable():
+                await self._redis.ping()
+        except BackendUnavailable:
             return False
         return self._healthy and bool(self._tasks)
 
-    async def _outage(self, attempt: int, exc: Exception, what: str) -> None:
-        if self._healthy or attempt == 0:
-            log.warning("redis %s failed (%s); retrying", what, type(exc).__name__)
+    async def _outage(self, backoff: Backoff, exc: Exception, what: str) -> None:
+        """Log an outage once, then wait before the reader's next try."""
+        if self._healthy or not backoff.failures:
+            log.warning("redis %s failed (%s); retrying", what, exc)
         self._healthy = False
-        await asyncio.sleep(min(BACKOFF_MAX, 0.05 * 2**attempt))
+        await backoff.wait()
+
+    @translated
+    async def _read(self) -> Any:
+        if not self._positioned:  # Redis was down at start: without this, the whole stream would be delivered
+            await self._find_position()
+        return await self._redis.xread({self._stream: self.position}, count=READ_COUNT, block=1000)
 
     async def _read_stream(self, deliver: Deliver) -> None:
         """Deliver every stream entry after `position`, in order, for as long as the broker runs."""
-        attempt = 0
+        backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
         while True:
             try:
-                batches: Any = await self._redis.xread({self._stream: self.position}, count=READ_COUNT, block=1000)
-            except RedisError as exc:
-                await self._outage(attempt, exc, "read")
-                attempt += 1
+                batches = await self._read()
+            except BackendUnavailable as exc:
+                await self._outage(backoff, exc, "read")
                 continue
-            if attempt or not self._healthy:
+            if backoff.reset() or not self._healthy:
                 log.info("redis reachable again; delivering from %s", self.position)
-            attempt, self._healthy = 0, True
+            self._healthy = True
             for _, entries in batches or ():
                 for raw_id, fields in entries:
                     offset = raw_id.decode()
@@ -140,34 +157,32 @@ class RedisBroker(Broker):
                         log.exception("delivery of %s failed", offset)
 
     async def _read_volatile(self, deliver: Deliver) -> None:
-        attempt = 0
+        """Deliver the volatile pushes of the pub/sub channel, subscribing again after an outage."""
+        backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._channel)
-                attempt = 0
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message["type"] == "message":
-                        try:
-                            await deliver(_decode(message["data"], volatile=True), None)
-                        except Exception:
-                            log.exception("volatile delivery failed")
-            except RedisError as exc:
-                await self._outage(attempt, exc, "subscribe")
-                attempt += 1
+                with unavailable():
+                    await pubsub.subscribe(self._channel)
+                    backoff.reset()
+                    while True:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None and message["type"] == "message":
+                            try:
+                                await deliver(_decode(message["data"], volatile=True), None)
+                            except Exception:
+                                log.exception("volatile delivery failed")
+            except BackendUnavailable as exc:
+                await self._outage(backoff, exc, "subscribe")
             finally:
-                with contextlib.suppress(RedisError):
+                with contextlib.suppress(BackendUnavailable), unavailable():
                     await pubsub.aclose()
 
+    @translated
     async def _trim_by_age(self) -> None:
-        while True:
-            await asyncio.sleep(1)
-            if not self.logging:
-                continue
-            horizon = int((time.time() - self.log_seconds) * 1000)
-            with contextlib.suppress(RedisError):
-                await self._redis.xtrim(self._stream, minid=f"{horizon}-0", approximate=True)
+        """Drop the entries older than `log_seconds` (by whole stream nodes: approximate, and cheap)."""
+        horizon = int((time.time() - self.log_seconds) * 1000)
+        await self._redis.xtrim(self._stream, minid=f"{horizon}-0", approximate=True)
 
     async def _holds_after(self, after: str) -> bool:
         """Whether the stream still holds every entry after `after`."""
@@ -184,29 +199,40 @@ class RedisBroker(Broker):
             return True
         return bool(await self._redis.xrange(self._stream, after, after, count=1))
 
+    def order(self, offset: str) -> Any:
+        return _id(offset)
+
     async def replay(self, after: str, rooms: Collection[str]) -> Missed | None:
-        wanted = set(rooms)
-        missed: Missed = []
         try:
-            if not await self._holds_after(after):
-                return None
-            cursor = after
-            for _ in range(self.log_size // READ_COUNT + 2):
-                entries: Any = await self._redis.xrange(self._stream, "(" + cursor, "+", count=READ_COUNT)
-                for raw_id, fields in entries:
-                    cursor = raw_id.decode()
-                    try:
-                        push = _decode(fields[b"p"])
-                    except (KeyError, ValueError, TypeError):
-                        continue
-                    if not wanted.isdisjoint(push.rooms):
-                        missed.append((cursor, push))
-                if len(entries) < READ_COUNT:
-                    break
-        except RedisError as exc:
-            log.warning("replay from redis failed (%s); starting afresh", type(exc).__name__)
+            missed = await self._entries_after(after, rooms)
+        except BackendUnavailable as exc:
+            log.warning("replay from redis failed (%s); starting afresh", exc)
+            return None
+        if missed is None:
             return None
         # Everything up to `position` was fetched; what lies past it is the reader's to deliver, once
         # the socket is in its rooms (the caller does that before yielding again).
         position = _id(self.position)
         return [(offset, push) for offset, push in missed if _id(offset) <= position]
+
+    @translated
+    async def _entries_after(self, after: str, rooms: Collection[str]) -> Missed | None:
+        """The entries after `after` that reach any of `rooms`; None when some are no longer held."""
+        wanted = set(rooms)
+        missed: Missed = []
+        if not await self._holds_after(after):
+            return None
+        cursor = after
+        for _ in range(self.log_size // READ_COUNT + 2):
+            entries: Any = await self._redis.xrange(self._stream, "(" + cursor, "+", count=READ_COUNT)
+            for raw_id, fields in entries:
+                cursor = raw_id.decode()
+                try:
+                    push = _decode(fields[b"p"])
+                except (KeyError, ValueError, TypeError):
+                    continue
+                if not wanted.isdisjoint(push.rooms):
+                    missed.append((cursor, push))
+            if len(entries) < READ_COUNT:
+                break
+        return missed

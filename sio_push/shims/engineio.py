@@ -1,19 +1,21 @@
-"""The fan-out fast path: a push written to each websocket as ready-made frame bytes.
+"""python-engineio, adapted for the fan-out fast path; every private of it that sio-push uses is here.
 
 python-engineio sends every packet through a per-socket queue and writer task, which encodes and frames
 it again for each recipient: that is where a room emit spends its time. `DirectSocket` (the class of
 every engineio socket here) lets a push skip all of it: the frame is built once per push and written
 straight to each transport, in the caller's own step. The websocket under it is a
-`websocket.Connection`, or aiohttp's for the connections `websocket.Front` hands to aiohttp.
-
-A socket's first frame in a step of the event loop is written at once; the frames that follow it in the
-same step are gathered and go out in one write when the step ends (`WriteBatch`): under load several
-pushes share each system call, which is what a write per socket per push runs out of first.
+`transport.protocol.Connection`, or aiohttp's for the connections `Front` hands to aiohttp. Frames that
+follow a socket's first in one step of the event loop are gathered and written together
+(`transport.batch.WriteBatch`).
 
 Order is kept: a packet goes direct only when the socket's queue is empty and its writer holds nothing
 (`_writer_busy`); otherwise the gathered frames are written and the packet is queued behind them, as
 before. Long-polling sockets always queue. A client whose unsent bytes pile up past `MAX_BUFFER` is cut
 off; it reconnects and recovers.
+
+The privates used (each pinned by tests/test_shims.py): `AsyncServer._trigger_event`, `_service_task`,
+`start_service_task`, `service_task_handle`, `_cors_allowed_origins`, `AsyncSocket._websocket_handler`,
+the `_sock` of engineio's aiohttp websocket, and the class of the sockets engineio makes itself.
 """
 
 from __future__ import annotations
@@ -22,37 +24,18 @@ import asyncio
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import engineio
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
-if TYPE_CHECKING:
-    from .websocket import Connection
+from ..transport.batch import WriteBatch
+from ..transport.frames import BINARY, ws_frame
+from ..transport.protocol import MAX_BUFFER, Connection
+from .aiohttp import websocket_transport
 
 log = logging.getLogger(__name__)
-
-MAX_BUFFER = 8 * 1024 * 1024
-
-
-TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA  # websocket opcodes
-
-
-def ws_frame(payload: bytes, opcode: int = TEXT) -> bytes:
-    """One unmasked, final websocket frame (server to client) carrying `payload`, uncompressed.
-
-    Uncompressed frames are valid even where permessage-deflate was negotiated (RSV1 unset).
-    """
-    first = 0x80 | opcode
-    size = len(payload)
-    if size < 126:
-        header = bytes((first, size))
-    elif size < 1 << 16:
-        header = bytes((first, 126)) + size.to_bytes(2, "big")
-    else:
-        header = bytes((first, 127)) + size.to_bytes(8, "big")
-    return header + payload
 
 
 def packet_frame(pkt: eio_packet.Packet) -> bytes:
@@ -143,28 +126,11 @@ class LightQueue:
             await joiner
 
 
-class WriteBatch:
-    """The sockets with frames gathered in this step of the event loop, flushed together at its end."""
-
-    def __init__(self) -> None:
-        self._sockets: list[DirectSocket] = []
-
-    def add(self, socket: DirectSocket) -> None:
-        if not self._sockets:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._sockets.append(socket)
-
-    def flush(self) -> None:
-        sockets, self._sockets = self._sockets, []
-        for socket in sockets:
-            socket.flush()
-
-
 class PushEngine(engineio.AsyncServer):
     """python-engineio's server with light socket queues, and its websocket sessions over `Connection`s.
 
     `open_direct` and `upgrade_target` do what python-engineio's websocket connect and upgrade do, for
-    the connections `websocket.Front` serves itself.
+    the connections `transport.protocol.Front` serves itself (it sees this class as an `EioServer`).
     """
 
     start_service_task: bool
@@ -176,10 +142,30 @@ class PushEngine(engineio.AsyncServer):
     def create_queue(self, *args: Any, **kwargs: Any) -> LightQueue:
         return LightQueue()
 
+    def adopt(self, sid: str) -> DirectSocket | None:
+        """Session `sid`, which python-engineio made itself (a polling or aiohttp websocket one), as a DirectSocket.
+
+        python-engineio builds its sockets with no hook for the class; this one class swap gives each
+        the fan-out fast path.
+        """
+        socket = self.sockets.get(sid)
+        if type(socket) is AsyncSocket:
+            socket.__class__ = DirectSocket
+            socket.batch = self.batch
+        return socket if isinstance(socket, DirectSocket) else None
+
+    def allowed_origin(self, environ: dict[str, str]) -> bool:
+        """python-engineio's origin check for a request with WSGI-style `environ` (its HTTP_ORIGIN, HTTP_HOST...)."""
+        origin = environ.get("HTTP_ORIGIN")
+        if self.cors_allowed_origins == [] or not origin:
+            return True
+        allowed = self._cors_allowed_origins(environ)
+        return allowed is None or origin in allowed
+
     def open_direct(self, conn: Connection) -> DirectSocket:
         """A new Engine.IO session on websocket `conn`: registered, its OPEN packet written, pinged.
 
-        The caller awaits `connect_event` before it hands the session any packet.
+        The caller awaits the session's `accept` before it hands the session any packet.
         """
         if self.start_service_task:  # python-engineio's sweep of timed-out sockets, started as its connect does
             self.start_service_task = False
@@ -202,19 +188,10 @@ class PushEngine(engineio.AsyncServer):
         socket.schedule_ping()
         return socket
 
-    async def connect_event(self, socket: DirectSocket, environ: dict[str, Any]) -> bool:
-        """Run the connect handler for a session of `open_direct`; False (and the session dropped) if it refused."""
-        accepted = await self._trigger_event("connect", socket.sid, environ, run_async=False)
-        if accepted is None or accepted is True:
-            return True
-        self.sockets.pop(socket.sid, None)
-        self.logger.warning("Application rejected connection")
-        return False
-
     def upgrade_target(self, sid: str) -> DirectSocket | None:
         """The polling session `sid` if it may upgrade now (as python-engineio decides), else None.
 
-        Whether websocket is an allowed transport at all is `websocket.Front`'s check, made before.
+        Whether websocket is an allowed transport at all is `Front`'s check, made before.
         """
         socket = self.sockets.get(sid)
         if not isinstance(socket, DirectSocket):
@@ -227,8 +204,8 @@ class PushEngine(engineio.AsyncServer):
 class DirectSocket(AsyncSocket):
     """An engineio AsyncSocket that can take a frame straight to its websocket transport.
 
-    Its websocket is either a `websocket.Connection` (`conn`), or aiohttp's, run by python-engineio's
-    websocket handler (`_ws`) for the connections `websocket.Front` hands to aiohttp.
+    Its websocket is either a `Connection` (`conn`), or aiohttp's, run by python-engineio's websocket
+    handler (`_ws`) for the connections `Front` hands to aiohttp. To a `Connection` it is an `EioSocket`.
     """
 
     conn: Connection | None = None
@@ -239,6 +216,59 @@ class DirectSocket(AsyncSocket):
     _ping_timer: asyncio.TimerHandle | None = None
     connect_timer: asyncio.TimerHandle | None = None  # until the Socket.IO CONNECT (server.PushServer)
     last_ping: float | None
+
+    async def accept(self, environ: dict[str, Any]) -> bool:
+        """Run the connect handler for a session of `open_direct`; False (and the session dropped) if it refused."""
+        server = self.server
+        accepted = await server._trigger_event("connect", self.sid, environ, run_async=False)
+        if accepted is None or accepted is True:
+            return True
+        server.sockets.pop(self.sid, None)
+        self.conn = None  # no session to end with the connection
+        server.logger.warning("Application rejected connection")
+        return False
+
+    def start_upgrade(self) -> None:
+        """A `Connection` starts the probe of an upgrade from polling: sends are held (as python-engineio)."""
+        self.upgrading = True
+
+    def end_poll(self) -> None:
+        """Answer a pending poll (with a NOOP), as the probe of an upgrade does."""
+        self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))
+
+    def cancel_upgrade(self) -> None:
+        """The upgrade's websocket closed before it completed: the session goes on polling."""
+        self.upgrading = False
+
+    def attach(self, conn: Connection) -> bool:
+        """Complete an upgrade from polling: `conn` is this socket's websocket from now on (False if closing).
+
+        What was queued for the polling transport meanwhile is written to the websocket first, in order.
+        """
+        if self.closing or self.closed:
+            return False
+        queued = []
+        while not self.queue.empty():
+            queued.append(self.queue.get_nowait())
+            self.queue.task_done()
+        self.conn = conn
+        self.upgraded = True
+        self.upgrading = False
+        for pkt in queued:
+            if pkt is not None:
+                self.push(packet_frame(pkt), pkt)
+        return True
+
+    def websocket_closed(self) -> None:
+        """This socket's `Connection` closed: the session ends with it."""
+        self.server.start_background_task(self._end_with_websocket)
+
+    async def _end_with_websocket(self) -> None:
+        # As python-engineio's websocket handler ends a session.
+        server = self.server
+        await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+        if server.sockets.get(self.sid) is self:
+            del server.sockets[self.sid]
 
     def schedule_ping(self) -> None:
         # Timers, where python-engineio starts a task per socket and ping: the same heartbeat, lighter.
@@ -272,11 +302,11 @@ class DirectSocket(AsyncSocket):
 
     def _transport(self) -> asyncio.WriteTransport | None:
         """The transport of this socket's websocket, while it has an open one."""
+        transport: asyncio.WriteTransport | None
         if self.conn is not None:
             transport = None if self.conn.closed else self.conn.transport
         elif self._ws is not None:
-            writer = getattr(self._ws._sock, "_writer", None)
-            transport = None if writer is None or writer._closing else writer.transport
+            transport = websocket_transport(self._ws._sock)
         else:
             return None
         return None if transport is None or transport.is_closing() else transport
@@ -291,22 +321,6 @@ class DirectSocket(AsyncSocket):
             transport.abort()
             return None
         return transport
-
-    def attach(self, conn: Connection) -> None:
-        """Complete an upgrade from polling: `conn` is this socket's websocket from now on.
-
-        What was queued for the polling transport meanwhile is written to the websocket first, in order.
-        """
-        queued = []
-        while not self.queue.empty():
-            queued.append(self.queue.get_nowait())
-            self.queue.task_done()
-        self.conn = conn
-        self.upgraded = True
-        self.upgrading = False
-        for pkt in queued:
-            if pkt is not None:
-                self.push(packet_frame(pkt), pkt)
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         for timer in (self._ping_timer, self.connect_timer):

@@ -1,0 +1,75 @@
+"""The Redis engine: every process on one Redis shares pushes, presence and sessions.
+
+Picked by `PUSH_REDIS_URL`, for several processes or hosts; redis-py is imported only then. Each process
+beats a heartbeat (`nodes.py`), so that the others notice when it dies: they reap its presence, and its
+sessions count as ended at its last beat.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as redis
+
+from ...config import Settings
+from ...tasks import Periodic
+from ..base import Deliver, Engine, Push, log_seconds, new_node_id
+from .broker import RedisBroker
+from .nodes import Nodes
+from .presence import RedisPresence
+from .sessions import RedisSessions
+
+REAP_EVERY = 2.0
+
+
+class RedisEngine(Engine):
+    """Redis: every process shares pushes, presence and sessions, and notices when another one dies.
+
+    :param client: the Redis connection pool; the engine owns it and closes it.
+    :param nodes: this process's heartbeat.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        nodes: Nodes,
+        broker: RedisBroker,
+        presence: RedisPresence,
+        sessions: RedisSessions | None,
+    ) -> None:
+        super().__init__(broker, presence, sessions, nodes.node_id)
+        self._redis = client
+        self._nodes = nodes
+        self._redis_presence = presence
+        self._redis_sessions = sessions
+        self._reaper = Periodic("presence reaper", REAP_EVERY, self._reap)
+
+    async def start(self, deliver: Deliver) -> None:
+        await self._nodes.start()
+        await super().start(deliver)
+        if self._redis_sessions is not None:
+            await self._redis_sessions.start()
+        self._reaper.start()
+
+    async def close(self) -> None:
+        await self._reaper.stop()
+        await super().close()
+        await self._nodes.close()
+        await self._redis.aclose()
+
+    async def _reap(self) -> None:
+        """Remove the presence of processes that died, and tell their rooms."""
+        for room, diff in await self._redis_presence.reap():
+            await self.broker.publish(Push((room,), "presence_diff", {"room": room, **diff}, volatile=True))
+
+
+def create_redis_engine(settings: Settings) -> RedisEngine:
+    """The Redis engine of `settings.redis_url`, its keys under `settings.redis_prefix`."""
+    if not settings.redis_url:
+        raise ValueError("the Redis engine needs a Redis URL")
+    node_id = new_node_id()
+    window = settings.recovery_seconds
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    prefix = settings.redis_prefix
+    nodes = Nodes(client, prefix, node_id, keep=window)
+    broker = RedisBroker(client, prefix, log_seconds(settings), settings.recovery_log_size)
+    sessions = RedisSessions(window, client, prefix, nodes) if window else None
+    return RedisEngine(client, nodes, broker, RedisPresence(client, prefix, nodes), sessions)

@@ -1,0 +1,51 @@
+"""The aiohttp internals sio-push relies on, all here (pinned by tests/test_shims.py).
+
+`SocketSite` is aiohttp's TCP site with every connection read first by a `transport.protocol.Front`:
+it starts its own server from `web.BaseSite`'s private settings. `websocket_transport` finds the
+transport under an aiohttp websocket, for the fan-out fast path of the sockets aiohttp still serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from aiohttp import web
+
+from ..transport.protocol import EioServer, Front
+
+
+class SocketSite(web.TCPSite):
+    """aiohttp's TCP site, with every connection read first by a `Front` for Engine.IO server `eio`."""
+
+    def __init__(self, runner: web.BaseRunner, eio: EioServer, path: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(runner, *args, **kwargs)
+        self._eio = eio
+        self._path = path
+
+    async def start(self) -> None:
+        # As TCPSite.start, with a Front in front of aiohttp's own protocol.
+        await web.BaseSite.start(self)
+        http = self._runner.server
+        if http is None:
+            raise RuntimeError("Call runner.setup() before starting a site")
+        self._server = await asyncio.get_running_loop().create_server(
+            functools.partial(Front, http, self._eio, self._path),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+
+
+def websocket_transport(ws: web.WebSocketResponse | None) -> asyncio.WriteTransport | None:
+    """The transport under aiohttp websocket `ws`, while it is open and not closing."""
+    writer = getattr(ws, "_writer", None)  # None until prepared
+    if writer is None or writer._closing:
+        return None
+    transport: asyncio.WriteTransport | None = writer.transport
+    return transport

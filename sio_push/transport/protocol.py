@@ -1,0 +1,340 @@
+"""Socket.IO's websocket connections as two small asyncio protocols, doing the I/O around `frames.Parser`.
+
+Every connection's first bytes are read by a `Front`. A plain websocket handshake on the Socket.IO path
+(how a client with `transports: ["websocket"]` opens, and how one that starts on polling upgrades) is
+answered there, and the connection becomes a `Connection`, which feeds what it reads to the codec and
+hands Engine.IO packets to the session (`shims.engineio.DirectSocket`), keeping no task, queue or HTTP
+request per connection. Anything else (the push API, long polling, a handshake with anything unusual, a
+refused origin) is handed untouched to aiohttp, which serves it as if it had been its own from the start.
+
+Memory per idle socket is what this is for: aiohttp with python-engineio's websocket handler keeps about
+15 KiB per connection (the request and its headers, parsers, a reader queue, the handler, reader and
+writer tasks); a `Connection` keeps a few hundred bytes.
+
+The Engine.IO side is seen through `EioServer` and `EioSocket`, which `shims.engineio` implements: this
+package imports nothing of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, cast
+
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+
+from .frames import INTERNAL_ERROR, NORMAL, POLICY, Close, Parser, Ping, ProtocolError, ws_frame
+from .handshake import Handshake, accept_response, parse_handshake
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD = 16 * 1024  # a longer request head is aiohttp's to judge
+HEAD_SECONDS = 30.0  # for a new connection's request head to arrive
+CLOSE_SECONDS = 5.0  # for the client to close its side after our close frame
+INBOX_LIMIT = 64  # packets waiting for their handlers before the connection stops reading
+MAX_BUFFER = 8 * 1024 * 1024  # unsent bytes to a client before it is cut off as one that does not read
+_PROBE_ANSWER = ws_frame(b"3probe")  # Engine.IO's PONG "probe"
+
+
+class EioSocket(Protocol):
+    """The Engine.IO session a `Connection` carries."""
+
+    @property
+    def sid(self) -> str: ...
+    @property
+    def conn(self) -> Connection | None: ...
+    async def receive(self, pkt: eio_packet.Packet) -> None: ...
+    async def accept(self, environ: dict[str, Any]) -> bool: ...
+    def schedule_ping(self) -> None: ...
+    def start_upgrade(self) -> None: ...
+    def end_poll(self) -> None: ...
+    def attach(self, conn: Connection) -> bool: ...
+    def cancel_upgrade(self) -> None: ...
+    def websocket_closed(self) -> None: ...
+
+
+class EioServer(Protocol):
+    """The Engine.IO server whose sessions `Connection`s carry."""
+
+    @property
+    def transports(self) -> list[str]: ...
+    @property
+    def max_http_buffer_size(self) -> int: ...
+    @property
+    def ping_interval(self) -> float: ...
+    @property
+    def ping_timeout(self) -> float: ...
+    def allowed_origin(self, environ: dict[str, str]) -> bool: ...
+    def upgrade_target(self, sid: str) -> EioSocket | None: ...
+    def open_direct(self, conn: Connection) -> EioSocket: ...
+
+
+class Front(asyncio.Protocol):
+    """Reads a new connection's request head, then gives the connection to a `Connection` or to aiohttp."""
+
+    __slots__ = ("_eio", "_head", "_http", "_lf_from", "_path", "_prefix", "_timer", "_transport")
+
+    def __init__(self, http: Callable[[], asyncio.Protocol], eio: EioServer, path: str) -> None:
+        self._http = http
+        self._eio = eio
+        self._path = path
+        self._prefix = b"GET " + path.encode()
+        self._head = bytearray()
+        self._lf_from = 0  # line ends before this offset have been checked
+        self._transport: asyncio.Transport = cast(asyncio.Transport, None)  # set at once by the loop
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # a stream server's transports are
+        self._timer = asyncio.get_running_loop().call_later(HEAD_SECONDS, self._transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        head = self._head
+        head += data
+        if head[: len(self._prefix)] != self._prefix[: len(head)]:
+            self._hand_off()  # not a GET of the Socket.IO path: nothing to wait for
+            return
+        end = head.find(b"\r\n\r\n", max(self._lf_from - 3, 0))
+        if end < 0:
+            if len(head) > MAX_HEAD or self._bare_lf():
+                self._hand_off()
+            return
+        handshake = parse_handshake(bytes(head[:end]), self._path)
+        if handshake is None or not self._allowed(handshake):
+            self._hand_off()
+            return
+        target = None
+        if handshake.sid is not None:
+            target = self._eio.upgrade_target(handshake.sid)
+            if target is None:
+                self._hand_off()  # python-engineio answers a bad or finished session with its 400
+                return
+        self._stop_timer()
+        transport = self._transport
+        conn = Connection(transport, self._eio)
+        transport.set_protocol(conn)
+        conn.open(handshake, target)
+        if len(head) > end + 4:
+            conn.data_received(bytes(head[end + 4 :]))
+
+    def _bare_lf(self) -> bool:
+        """Whether a line of the head ends in LF alone (aiohttp answers those; this parser does not)."""
+        head = self._head
+        at = head.find(b"\n", self._lf_from)
+        while at >= 0:
+            if at == 0 or head[at - 1] != 0x0D:
+                return True
+            at = head.find(b"\n", at + 1)
+        self._lf_from = len(head)
+        return False
+
+    def _allowed(self, handshake: Handshake) -> bool:
+        """python-engineio's transport list and origin check, which aiohttp's path applies too."""
+        if "websocket" not in self._eio.transports:
+            return False
+        scheme = "https" if self._transport.get_extra_info("sslcontext") else "http"
+        return self._eio.allowed_origin(handshake.origin_environ(scheme))
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _hand_off(self) -> None:
+        self._stop_timer()
+        data, self._head = bytes(self._head), bytearray()
+        transport = self._transport
+        protocol = self._http()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if data:
+            protocol.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        self._hand_off()
+        protocol = cast(asyncio.Protocol, self._transport.get_protocol())
+        return protocol.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+
+
+class Connection(asyncio.Protocol):
+    """One websocket carrying one Engine.IO session: frames in, packets to the session, nothing kept idle.
+
+    Packets go to the session in order through a task that lives only while some are waiting; pongs,
+    which most of an idle socket's traffic is, are taken at once.
+    """
+
+    __slots__ = ("_eio", "_inbox", "_parser", "_probing", "_task", "_timer", "closed", "socket", "transport")
+
+    def __init__(self, transport: asyncio.Transport, eio: EioServer) -> None:
+        self.transport = transport
+        self._eio = eio
+        self._parser = Parser(eio.max_http_buffer_size)
+        self.socket: EioSocket | None = None
+        self.closed = False
+        self._inbox: list[eio_packet.Packet] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._probing = 0  # of an upgrade from polling: 2 awaits the probe ping, 1 the UPGRADE packet
+        self._timer: asyncio.TimerHandle | None = None  # a deadline: the upgrade's, then the close's
+
+    def open(self, handshake: Handshake, target: EioSocket | None) -> None:
+        """Answer the handshake; then open a new session, or start the upgrade of polling session `target`."""
+        transport = self.transport  # TCP_NODELAY is set already: asyncio's and uvloop's TCP transports do
+        transport.write(accept_response(handshake.key))
+        if target is not None:
+            target.start_upgrade()
+            self.socket = target
+            self._probing = 2
+            deadline = self._eio.ping_interval + self._eio.ping_timeout
+            self._timer = asyncio.get_running_loop().call_later(deadline, self._upgrade_overdue)
+            return
+        self.socket = self._eio.open_direct(self)
+        peer = transport.get_extra_info("peername")
+        environ = handshake.environ(str(peer[0]) if peer else "")
+        self._start(self._connect(self.socket, environ))
+
+    async def _connect(self, socket: EioSocket, environ: dict[str, Any]) -> None:
+        if not await socket.accept(environ):
+            self.close(POLICY)
+            return
+        await self._receive()
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        self._task = asyncio.get_running_loop().create_task(work)
+        self._task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._task = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sid=%s: opening failed", self.socket and self.socket.sid, exc_info=task.exception())
+            self.close(INTERNAL_ERROR)
+        if self._inbox and not self.closed:
+            self._start(self._receive())
+
+    async def _receive(self) -> None:
+        while self._inbox and self.socket is not None:
+            pkt = self._inbox.pop(0)
+            if len(self._inbox) == INBOX_LIMIT // 2 and not self.closed:
+                self.transport.resume_reading()
+            try:
+                await self.socket.receive(pkt)
+            except eio_exceptions.UnknownPacketError:
+                log.debug("sid=%s sent an unknown Engine.IO packet", self.socket.sid)
+            except eio_exceptions.SocketIsClosedError:
+                self._inbox = None
+            except Exception:
+                log.exception("sid=%s: error handling a packet", self.socket.sid)
+        self._inbox = None
+
+    def data_received(self, data: bytes) -> None:
+        for event in self._parser.receive_data(data):
+            if self.closed:
+                return  # by an event before this one (a failed upgrade): the rest is dropped, as after a close
+            if type(event) is str or type(event) is bytes:
+                self._message(event)
+            elif type(event) is Ping:
+                if self.transport.get_write_buffer_size() > MAX_BUFFER:
+                    log.warning("sid=%s pings but does not read; closing it", self.socket and self.socket.sid)
+                    self.transport.abort()
+                    return
+                self.transport.write(self._parser.data_to_send())
+            elif type(event) is Close:
+                self.close()
+            elif type(event) is ProtocolError:
+                log.info("sid=%s sent %s; closing its websocket", self.socket and self.socket.sid, event.what)
+                self.close()
+            # a Pong: unsolicited (this server sends Engine.IO pings, not websocket ones), and ignored
+
+    def _message(self, data: str | bytes) -> None:
+        try:
+            pkt = eio_packet.Packet(encoded_packet=data)
+        except Exception:  # python-engineio's decoder raises what it meets; the client's mistake, not ours
+            log.debug("sid=%s sent an undecodable Engine.IO packet", self.socket and self.socket.sid)
+            return
+        if not 0 <= pkt.packet_type < len(eio_packet.packet_names):  # python-engineio would index past its names
+            log.debug("sid=%s sent an Engine.IO packet of unknown type", self.socket and self.socket.sid)
+            return
+        if self._probing and self.socket is not None:
+            self._upgrade(self.socket, pkt)
+        elif pkt.packet_type == eio_packet.PONG and self.socket is not None:
+            self.socket.schedule_ping()
+        else:
+            if self._inbox is None:
+                self._inbox = []
+            self._inbox.append(pkt)
+            if len(self._inbox) == INBOX_LIMIT:
+                self.transport.pause_reading()
+            if self._task is None:
+                self._start(self._receive())
+
+    def _upgrade(self, socket: EioSocket, pkt: eio_packet.Packet) -> None:
+        """The probe exchange of an upgrade from polling, as python-engineio's websocket handler does it."""
+        if self._probing == 2 and pkt.packet_type == eio_packet.PING and pkt.data == "probe":
+            self.transport.write(_PROBE_ANSWER)
+            socket.end_poll()
+            self._probing = 1
+        elif self._probing == 1 and pkt.packet_type == eio_packet.UPGRADE and socket.attach(self):
+            self._probing = 0
+            self._cancel_timer()
+        else:
+            log.info("sid=%s: failed websocket upgrade (%s)", socket.sid, eio_packet.packet_names[pkt.packet_type])
+            self.close(POLICY)
+
+    def _upgrade_overdue(self) -> None:
+        self._timer = None
+        if self._probing:
+            log.info("sid=%s made no upgrade in time; closing its websocket", self.socket and self.socket.sid)
+            self.close(POLICY)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self, code: int = NORMAL) -> None:
+        """Send a close frame (or the answer to the client's) and end the connection, and the session with it.
+
+        Our side of the TCP connection is shut after the frame; the client's is read (and dropped)
+        until it closes it, so that nothing it still sends turns into a reset that could lose the
+        close frame. A client that neither reads nor closes is cut off after `CLOSE_SECONDS`.
+        """
+        if self.closed:
+            return
+        self._parser.send_close(code)  # nothing if the parser has answered a close or an error already
+        transport = self.transport
+        if transport.is_closing():  # aborted (a client that does not read): nothing more to say
+            self._end()
+            return
+        transport.write(self._parser.data_to_send())
+        if transport.can_write_eof():
+            transport.write_eof()
+            transport.resume_reading()
+            self._cancel_timer()
+            self._timer = asyncio.get_running_loop().call_later(CLOSE_SECONDS, transport.abort)
+        else:
+            transport.close()
+        self._end()
+
+    def eof_received(self) -> bool | None:
+        return False  # the client is done: close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        self._end()
+
+    def _end(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._inbox = None
+        socket = self.socket
+        if socket is None:
+            return
+        if self._probing:  # the upgrade failed: the session goes on polling
+            socket.cancel_upgrade()
+        elif socket.conn is self:
+            socket.websocket_closed()
