@@ -227,8 +227,20 @@ async def test_occupancy_counts_users_and_sockets_and_reports_each_transition(st
     left = await occupancy.exit("room:r", "s2")
     assert left is not None and (left.counts, left.member_changed, left.room_changed) == (Counts(1, 1), True, False)
     left = await occupancy.exit("room:r", "s3")
-    assert left == Change("room:r", "bob", Counts(0, 0), room_changed=True, member_changed=True)
+    assert left == Change("room:r", "bob", Counts(0, 0), room_changed=True, member_changed=True, entered=False)
     assert await occupancy.counts("room:r") == Counts(0, 0)
+
+
+async def test_webhook_marks_are_set_once_and_cleared_only_when_the_room_or_member_is_empty(start):
+    occupancy = (await start()).engine.occupancy
+    await occupancy.enter("room:r", "ann", "s1")
+    assert await occupancy.announce("room:r") and await occupancy.announce("room:r", "ann")
+    assert not await occupancy.announce("room:r") and not await occupancy.announce("room:r", "ann")
+    assert not await occupancy.retract("room:r") and not await occupancy.retract("room:r", "ann")  # still there
+    await occupancy.exit("room:r", "s1")
+    assert await occupancy.retract("room:r", "ann") and await occupancy.retract("room:r")
+    assert not await occupancy.retract("room:r")  # cleared once
+    assert await occupancy.announce("room:r")
 
 
 async def test_occupancy_lists_occupied_rooms_by_prefix_in_name_order(start):
@@ -269,7 +281,7 @@ async def test_occupancy_of_a_process_that_died_is_reaped_and_reported(start):
     await survivor.occupancy.enter("room:r", "bob", "s2")
     await dying.close()  # its heartbeat stops: after DEAD_AFTER, the survivor reaps it
     change = await asyncio.wait_for(reaped.get(), TIMEOUT + 5)
-    assert change == Change("room:r", "ann", Counts(1, 1), room_changed=False, member_changed=True)
+    assert change == Change("room:r", "ann", Counts(1, 1), room_changed=False, member_changed=True, entered=False)
     assert await survivor.occupancy.counts("room:r") == Counts(1, 1)
 
 

@@ -154,6 +154,7 @@ class Change:
     member_changed: bool  # enter: the user's first socket in the room; exit: the user's last
     large: bool = False
     switched: bool = False
+    entered: bool = True  # an enter's Change; False for an exit's (room_changed then means vacated)
 
 
 OnChange = Callable[[Change], Awaitable[None]]
@@ -214,6 +215,18 @@ class Occupancy:
 
     async def rooms(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Counts]]:
         """Up to `limit` occupied rooms whose names start with `prefix`, in name order, after room `after`."""
+        raise NotImplementedError
+
+    # The webhook receiver's view (SPEC §8), shared by every process so that each event is sent once:
+    # a mark per room (user_id None) and per member, set when its "occupied"/"added" event is sent and
+    # cleared when its "vacated"/"removed" event is. Clearing checks the counts in the same atomic step.
+
+    async def announce(self, room: str, user_id: str | None = None) -> bool:
+        """Mark the room (or the user in it) as announced; True if it was not, i.e. the event is to be sent."""
+        raise NotImplementedError
+
+    async def retract(self, room: str, user_id: str | None = None) -> bool:
+        """Clear the mark if the room (or the user in it) has no socket now; True if cleared (send the event)."""
         raise NotImplementedError
 
 

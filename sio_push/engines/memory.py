@@ -10,7 +10,7 @@ import collections
 import heapq
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..config import Settings
 from ..presence import Meta, State, diff, new_meta, updated_meta
@@ -142,6 +142,7 @@ class MemoryOccupancy(Occupancy):
         super().__init__(limit)
         self._rooms: dict[str, _Occupied] = {}
         self._names: list[str] = []  # sorted
+        self._announced: set[tuple[str, str | None]] = set()
 
     async def enter(self, room: str, user_id: str, sid: str) -> Change:
         occupied = self._rooms.get(room)
@@ -166,7 +167,7 @@ class MemoryOccupancy(Occupancy):
         if not occupied.sids:
             del self._rooms[room]
             del self._names[bisect.bisect_left(self._names, room)]
-        return self._changed(room, occupied, user_id, not occupied.sids, member_changed)
+        return replace(self._changed(room, occupied, user_id, not occupied.sids, member_changed), entered=False)
 
     def _changed(
         self, room: str, occupied: _Occupied, user_id: str, room_changed: bool, member_changed: bool
@@ -197,6 +198,21 @@ class MemoryOccupancy(Occupancy):
                 break
             found.append((name, self._counts(self._rooms[name])))
         return found
+
+    async def announce(self, room: str, user_id: str | None = None) -> bool:
+        if (room, user_id) in self._announced:
+            return False
+        self._announced.add((room, user_id))
+        return True
+
+    async def retract(self, room: str, user_id: str | None = None) -> bool:
+        occupied = self._rooms.get(room)
+        if occupied is not None and (user_id is None or occupied.users[user_id] > 0):
+            return False
+        if (room, user_id) not in self._announced:
+            return False
+        self._announced.discard((room, user_id))
+        return True
 
 
 class MemorySessions(SessionStore):
