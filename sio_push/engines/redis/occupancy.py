@@ -3,8 +3,9 @@
 Per room, a hash of counters (`s` sockets, `u` users, `m:<user>` the user's sockets, `L` when the room is
 large) and a hash of its sockets (`<node>/<sid>` -> user id); a sorted set of the occupied rooms' names
 (for listing by prefix); per process, a set of its entries (`<room>\\n<sid>`) so that another process can
-reap them when it dies; per room, a hash of the webhook marks (`occ-hook:<room>`). Each enter and exit is one Lua script: the counts, the large-room switch and the
-bookkeeping change together, so exactly one Change reports each transition.
+reap them when it dies; per room, a hash of the webhook marks (`occ-hook:<room>`). Each enter and exit
+is one Lua script: the counts, the large-room switch and the bookkeeping change together, so exactly one
+Change reports each transition.
 """
 
 from __future__ import annotations
