@@ -18,6 +18,7 @@ from .connect import Connector
 from .fanout import Fanout
 from .handlers import Handlers
 from .members import Members
+from .occupancy import RoomWatch
 from .presence import PresenceTracker
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class SocketLayer:
     members: Members
     fanout: Fanout
     tracker: PresenceTracker
+    watch: RoomWatch
     connector: Connector
     handlers: Handlers
 
@@ -76,8 +78,9 @@ def create_socket_layer(settings: Settings, auth: Auth, engine: Engine, metrics:
     server = create_server(settings)
     members = Members()
     fanout = Fanout(server, metrics)
+    watch = RoomWatch(engine.occupancy)
     tracker = PresenceTracker(
-        engine.presence, engine.broker, fanout, settings.presence_batch_seconds, settings.typing_seconds
+        engine.presence, engine.broker, fanout, settings.presence_batch_seconds, settings.typing_seconds, watch
     )
     connector = Connector(
         server,
@@ -94,4 +97,4 @@ def create_socket_layer(settings: Settings, auth: Auth, engine: Engine, metrics:
     server.attach_connector(connector, settings.connect_timeout_seconds)
     handlers = Handlers(server, auth, members, connector, tracker, metrics, settings.max_rooms_per_socket)
     handlers.register()
-    return SocketLayer(server, members, fanout, tracker, connector, handlers)
+    return SocketLayer(server, members, fanout, tracker, watch, connector, handlers)
