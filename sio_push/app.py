@@ -14,6 +14,7 @@ from .keys import AUTH, ENGINE, METRICS, SETTINGS, SOCKETS
 from .metrics import Metrics
 from .shims.aiohttp import SocketSite
 from .sio import create_socket_layer
+from .webhooks import Webhooks, webhooks_ctx
 
 SOCKETIO_PATH = "socket.io"
 
@@ -55,6 +56,10 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_engine_ctx)
     app.cleanup_ctx.append(_auth_ctx)
+    if settings.webhook_url and settings.webhook_secret:
+        webhooks = Webhooks(settings, engine.occupancy, metrics)
+        sockets.watch.add_listener(webhooks.changed)
+        app.cleanup_ctx.append(webhooks_ctx(webhooks))
     return app
 
 
