@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import hmac
 import json
@@ -35,6 +36,7 @@ SIGNATURE_HEADER = "X-Sio-Push-Signature"
 GATHER_SECONDS = 1.0  # the longest an event waits for others to share its request
 MAX_EVENTS = 100  # events in one request
 MAX_BACKOFF = 30.0
+FLUSH_SECONDS = 5.0  # at shutdown, how long past the grace the last events may take to leave
 
 Event = dict[str, str]
 
@@ -72,6 +74,9 @@ class Webhooks:
         self._woken = {name: asyncio.Event() for name in ("changes", "graces", "events")}
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
+        self._sending = False
+        self._idle = asyncio.Event()  # set when nothing is queued, waiting or being sent
+        self._idle.set()
 
     async def changed(self, change: Change) -> None:
         """A RoomWatch listener: note the Change and return at once."""
@@ -81,6 +86,7 @@ class Webhooks:
             self._dropped("queue_full")
             return
         self._changes.append(change)
+        self._idle.clear()
         self._woken["changes"].set()
 
     async def start(self) -> None:
@@ -93,6 +99,15 @@ class Webhooks:
         ]
 
     async def close(self) -> None:
+        """Let the last graces end and their events leave (bounded), then stop.
+
+        Waiting out the grace is what keeps a drain silent and still correct: the users who reconnect
+        elsewhere meanwhile are found back in the shared counts, and the others are reported gone.
+        """
+        if self._tasks:
+            self._check_idle()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), self._grace + FLUSH_SECONDS)
         await stop(*self._tasks)
         if self._http is not None:
             await self._http.close()
@@ -112,16 +127,23 @@ class Webhooks:
                 log.warning("webhooks: the shared backend is unavailable (%s); events lost", exc)
             except Exception:
                 log.exception("webhooks: unexpected error in %s", name)
+            self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self._changes or self._graces or self._events or self._sending:
+            self._idle.clear()
+        else:
+            self._idle.set()
 
     async def _read_changes(self) -> None:
         """Enters send now (when they set a mark); exits wait for the grace."""
         while self._changes:
-            change = self._changes.popleft()
-            if not change.entered:
-                self._graces.append((time.monotonic() + self._grace, change))
-                self._woken["graces"].set()
-                continue
+            change = self._changes[0]  # taken off when done, so that `close` sees work in progress
             try:
+                if not change.entered:
+                    self._graces.append((time.monotonic() + self._grace, change))
+                    self._woken["graces"].set()
+                    continue
                 if change.room_changed and await self._occupancy.announce(change.room):
                     self._add(_event("room_occupied", change, member=False))
                 if change.member_changed and await self._occupancy.announce(change.room, change.user_id):
@@ -129,13 +151,14 @@ class Webhooks:
             except BackendUnavailable:
                 self._dropped("backend")
                 raise
+            finally:
+                self._changes.popleft()
 
     async def _end_graces(self) -> None:
         """An exit's events go once its grace has passed, if the user (room) is still gone: checked then."""
         while self._graces:
             deadline, change = self._graces[0]
             await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-            self._graces.popleft()
             try:
                 if change.member_changed and await self._occupancy.retract(change.room, change.user_id):
                     self._add(_event("member_removed", change, member=True))
@@ -144,6 +167,8 @@ class Webhooks:
             except BackendUnavailable:
                 self._dropped("backend")
                 raise
+            finally:
+                self._graces.popleft()
 
     def _add(self, event: Event) -> None:
         if len(self._events) >= self._max_pending:
@@ -169,7 +194,11 @@ class Webhooks:
                 except TimeoutError:
                     break
             batch = [self._events.popleft() for _ in range(min(MAX_EVENTS, len(self._events)))]
-            await self._deliver(batch)
+            self._sending = True
+            try:
+                await self._deliver(batch)
+            finally:
+                self._sending = False
 
     async def _deliver(self, events: list[Event]) -> None:
         """POST one request until a 2xx answer, backing off, for at most the retry time; then drop it."""

@@ -10,11 +10,13 @@ import time
 from typing import Any
 
 import pytest
+import socketio
 from aiohttp import web
 
 from sio_push.keys import METRICS
 
 from .conftest import free_port, make_token
+from .processes import ServerProcess
 from .test_scale import processes, redis_env  # noqa: F401  (fixtures)
 
 SECRET = "webhook-secret-for-tests"
@@ -237,3 +239,20 @@ async def test_two_processes_racing_on_one_room_send_each_event_once(processes, 
         key=json.dumps,
     )
     assert receiver.bad_signatures == 0
+
+
+async def test_a_server_stopping_reports_the_members_it_had_once_their_grace_ends(tmp_path, receivers):
+    receiver = await receivers()
+    env = {"PUSH_WEBHOOK_URL": receiver.url, "PUSH_WEBHOOK_SECRET": SECRET, "PUSH_WEBHOOK_GRACE_SECONDS": "0.5"}
+    server = await ServerProcess(tmp_path / "server.log", env=env).start()
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(server.url, auth={"token": make_token("ann", rooms=["room:*"])}, transports=["websocket"])
+    assert (await client.call("join", "room:c1", timeout=TIMEOUT))["ok"]
+    await receiver.until(added("room:c1", "ann"))
+    assert await server.stop() == 0  # SIGTERM: sockets closed, then the graces end before the process does
+    assert receiver.seen == [
+        occupied("room:c1"),
+        added("room:c1", "ann"),
+        removed("room:c1", "ann"),
+        vacated("room:c1"),
+    ]
