@@ -124,7 +124,8 @@ class Webhooks:
             try:
                 await step()
             except BackendUnavailable as exc:
-                log.warning("webhooks: the shared backend is unavailable (%s); events lost", exc)
+                self._dropped("backend")
+                log.warning("webhooks: the shared backend is unavailable (%s); an event lost", exc)
             except Exception:
                 log.exception("webhooks: unexpected error in %s", name)
             self._check_idle()
@@ -148,9 +149,6 @@ class Webhooks:
                     self._add(_event("room_occupied", change, member=False))
                 if change.member_changed and await self._occupancy.announce(change.room, change.user_id):
                     self._add(_event("member_added", change, member=True))
-            except BackendUnavailable:
-                self._dropped("backend")
-                raise
             finally:
                 self._changes.popleft()
 
@@ -164,9 +162,6 @@ class Webhooks:
                     self._add(_event("member_removed", change, member=True))
                 if change.room_changed and await self._occupancy.retract(change.room):
                     self._add(_event("room_vacated", change, member=False))
-            except BackendUnavailable:
-                self._dropped("backend")
-                raise
             finally:
                 self._graces.popleft()
 

@@ -91,6 +91,11 @@ class Receiver:
         return got
 
 
+@pytest.fixture(params=["memory", "redis"])
+def engine(request) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
 async def receivers():
     started: list[Receiver] = []

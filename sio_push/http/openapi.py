@@ -91,37 +91,26 @@ def build_spec() -> dict[str, Any]:
 
 def _reads(spec: APISpec) -> None:
     """The GET routes of SPEC §8: key as `Authorization: Bearer` only, query checked by its schema."""
-    errors = {"401": _answer("missing or wrong service key"), "400": _answer("a bad query or room")}
     room = {"in": "path", "name": "room", "required": True, "schema": {"type": "string"}, "description": "room:*"}
-    spec.path(
-        path="/api/presence/{room}",
-        operations={
-            "get": {
-                "summary": "a presence room's counts and the state of its first `limit` users by user id",
-                "security": [{"serviceKey": []}],
-                "parameters": [room, {"in": "query", "schema": PresenceQuerySchema}],
-                "responses": {
-                    "200": _answer("the room", room={"type": "string"}, count=_COUNTS, state={"type": "object"}),
-                    **errors,
-                },
-            }
-        },
-    )
-    listed = {
-        "type": "array",
-        "items": {"type": "object", "properties": {"room": {"type": "string"}, **_COUNTED}},
-    }
-    spec.path(
-        path="/api/rooms",
-        operations={
-            "get": {
-                "summary": "occupied rooms whose names start with `prefix`, in name order, after `after`",
-                "security": [{"serviceKey": []}],
-                "parameters": [{"in": "query", "schema": RoomsQuerySchema}],
-                "responses": {"200": _answer("the rooms", rooms=listed), **errors},
-            }
-        },
-    )
+    listed = {"type": "array", "items": {"type": "object", "properties": {"room": {"type": "string"}, **_COUNTED}}}
+    reads = [
+        (
+            "/api/presence/{room}",
+            "a presence room's counts and the state of its first `limit` users by user id",
+            [room, {"in": "query", "schema": PresenceQuerySchema}],
+            _answer("the room", room={"type": "string"}, count=_COUNTS, state={"type": "object"}),
+        ),
+        (
+            "/api/rooms",
+            "occupied rooms whose names start with `prefix`, in name order, after `after`",
+            [{"in": "query", "schema": RoomsQuerySchema}],
+            _answer("the rooms", rooms=listed),
+        ),
+    ]
+    errors = {"401": _answer("missing or wrong service key"), "400": _answer("a bad query or room")}
+    for path, summary, parameters, ok in reads:
+        get = {"summary": summary, "security": [{"serviceKey": []}], "parameters": parameters}
+        spec.path(path=path, operations={"get": {**get, "responses": {"200": ok, **errors}}})
 
 
 async def get_openapi(request: web.Request) -> web.Response:
