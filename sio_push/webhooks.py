@@ -36,7 +36,7 @@ SIGNATURE_HEADER = "X-Sio-Push-Signature"
 GATHER_SECONDS = 1.0  # the longest an event waits for others to share its request
 MAX_EVENTS = 100  # events in one request
 MAX_BACKOFF = 30.0
-FLUSH_SECONDS = 5.0  # at shutdown, how long past the grace the last events may take to leave
+FLUSH_SECONDS = 2.0  # at shutdown, how long past the grace the last events may take to leave
 
 Event = dict[str, str]
 

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import signal
 import time
 from typing import Any
 
@@ -261,3 +262,22 @@ async def test_a_server_stopping_reports_the_members_it_had_once_their_grace_end
         removed("room:c1", "ann"),
         vacated("room:c1"),
     ]
+
+
+async def test_the_members_of_a_process_that_died_are_reported_by_the_one_that_reaps_it(
+    processes,  # noqa: F811
+    redis_env,  # noqa: F811
+    client_factory,
+    receivers,
+):
+    receiver = await receivers()
+    env = {**redis_env, "PUSH_WEBHOOK_URL": receiver.url, "PUSH_WEBHOOK_SECRET": SECRET}
+    dying = await processes(**env, PUSH_WEBHOOK_GRACE_SECONDS="0.5")
+    survivor = await processes(**env, PUSH_WEBHOOK_GRACE_SECONDS="0.5")
+    client = client_factory()
+    await client.sio.connect(dying.url, auth={"token": make_token("ann", rooms=["room:*"])}, transports=["websocket"])
+    assert (await client.join("room:c1"))["ok"]
+    await receiver.until(occupied("room:c1"), added("room:c1", "ann"))
+    dying.kill(signal.SIGKILL)
+    assert await receiver.until(vacated("room:c1")) == [removed("room:c1", "ann"), vacated("room:c1")]
+    assert survivor.process is not None and survivor.process.returncode is None
