@@ -29,7 +29,9 @@ from .logs import AccessLogger, configure_logging
 log = logging.getLogger("sio_push")
 
 RESTART_DELAY = 1.0
-SHUTDOWN_SECONDS = 10.0
+# On SIGTERM the listening socket closes first, then the sockets are drained over PUSH_DRAIN_SECONDS
+# (the app's shutdown); what aiohttp still serves after that (a poll, an API call) gets this long more.
+SHUTDOWN_GRACE = 3.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,7 +91,7 @@ def serve(settings: Settings) -> None:
 async def _serve(settings: Settings) -> None:
     from .app import create_app, create_site
 
-    runner = web.AppRunner(create_app(settings), access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_SECONDS)
+    runner = web.AppRunner(create_app(settings), access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_GRACE)
     await runner.setup()
     try:
         site = create_site(runner, settings.host, settings.port, reuse_port=settings.workers > 1 or None)

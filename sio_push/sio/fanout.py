@@ -72,6 +72,10 @@ class Fanout:
                 seen.update(dict.fromkeys(members.values()))
         return list(seen)
 
+    def has_members(self, room: str) -> bool:
+        """Whether any local socket is in `room` (without listing them)."""
+        return bool(self._server.members_of(room))
+
     def write(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
         """Send one packet to one socket at once, behind whatever it already has queued."""
         _send(self._server.socket_of(eio_sid), packet_frame(pkt), pkt)

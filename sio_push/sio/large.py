@@ -44,6 +44,7 @@ class LargeRooms:
     :param store: the presence store, for the full state when a room stops being large.
     :param fanout: writes to this process's members.
     :param drop_diffs: forgets a room's pending presence diffs (a room that became large sends none).
+    :param batch_seconds: how long `presence_typing`s wait to be merged (the latest of each user is sent).
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class LargeRooms:
         store: PresenceStore,
         fanout: Fanout,
         drop_diffs: Callable[[str], None],
+        batch_seconds: float = 0.0,
     ) -> None:
         self._broker = broker
         self._occupancy = occupancy
@@ -66,6 +68,8 @@ class LargeRooms:
         self._last_sent: dict[str, float] = {}
         self._last_counts: dict[str, Counts] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._batch_seconds = batch_seconds
+        self._typing: dict[str, dict[str, dict[str, Any]]] = {}  # room -> user_id -> presence_typing pending
         fanout.on_internal(self._received)
 
     def is_large(self, room: str) -> bool:
@@ -79,14 +83,31 @@ class LargeRooms:
         if change.switched:
             counts = {"users": change.counts.users, "sockets": change.counts.sockets}
             await self._publish(Push((room,), MODE_EVENT, {"room": room, "large": change.large, **counts}, True))
-        elif room not in self._mode and change.counts.sockets:
+        elif room not in self._mode and self._fanout.has_members(room):
             self._mode[room] = change.large
         if change.large:
             self._announce_count(room)
 
+    async def typing(self, room: str, user_id: str, username: str | None, typing: bool) -> None:
+        """Send `presence_typing` to large room `room` (the sender too), merged over the batch time."""
+        data = {"room": room, "user_id": user_id, "username": username, "typing": typing}
+        if self._batch_seconds <= 0:
+            await self._publish(Push((room,), "presence_typing", data, True))
+            return
+        pending = self._typing.get(room)
+        if pending is None:
+            pending = self._typing[room] = {}
+            self._spawn(self._send_typing_later(room))
+        pending[user_id] = data
+
+    async def _send_typing_later(self, room: str) -> None:
+        await asyncio.sleep(self._batch_seconds)
+        for data in self._typing.pop(room, {}).values():
+            await self._publish(Push((room,), "presence_typing", data, True))
+
     def left(self, room: str) -> None:
         """A member of this process left `room`: forget the room once none is left here."""
-        if not self._fanout.recipients((room,)):
+        if not self._fanout.has_members(room):
             self._forget(room)
 
     def _forget(self, room: str) -> None:
@@ -127,7 +148,7 @@ class LargeRooms:
         """An announcement from any process (this one included), in the broker's order."""
         data = push.data if isinstance(push.data, dict) else {}
         room = data.get("room")
-        if not isinstance(room, str) or not self._fanout.recipients((room,)):
+        if not isinstance(room, str) or not self._fanout.has_members(room):
             if isinstance(room, str):
                 self._forget(room)
             return
@@ -188,3 +209,7 @@ class LargeRooms:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        pending, self._typing = self._typing, {}
+        for room, typing in pending.items():
+            for data in typing.values():
+                await self._publish(Push((room,), "presence_typing", data, True))

@@ -101,7 +101,7 @@ class PresenceTracker:
         self._fanout = fanout
         self._watch = watch
         self._diffs = DiffBatcher(self._publish, batch_seconds)
-        self.large = LargeRooms(broker, watch.occupancy, store, fanout, self._diffs.drop)
+        self.large = LargeRooms(broker, watch.occupancy, store, fanout, self._diffs.drop, batch_seconds)
         watch.add_listener(self.large.changed)
         self._typing_seconds = typing_seconds
         self._typing: dict[tuple[str, str], Meta] = {}  # (room, sid) -> the typing/username last set
@@ -181,14 +181,9 @@ class PresenceTracker:
             await self._diffs.add(room.name, diff)
 
     async def _publish_typing(self, room: str, entries: State, typing: bool) -> None:
-        """`presence_typing` to a large room (the sender too), for the one user of `entries`."""
+        """`presence_typing` to a large room, for the one user of `entries` (a diff's joins or leaves)."""
         for user_id, entry in entries.items():
-            username = entry["metas"][-1].get("username")
-            data = {"room": room, "user_id": user_id, "username": username, "typing": typing}
-            try:
-                await self._broker.publish(Push((room,), "presence_typing", data, volatile=True))
-            except BackendUnavailable:
-                log.warning("presence_typing for room=%s not sent: broker unavailable", room)
+            await self.large.typing(room, user_id, entry["metas"][-1].get("username"), typing)
 
     def _expire(self, room: Room, sid: str) -> None:
         self._expiry.pop((room.name, sid), None)
