@@ -281,3 +281,21 @@ async def test_the_members_of_a_process_that_died_are_reported_by_the_one_that_r
     dying.kill(signal.SIGKILL)
     assert await receiver.until(vacated("room:c1")) == [removed("room:c1", "ann"), vacated("room:c1")]
     assert survivor.process is not None and survivor.process.returncode is None
+
+
+async def test_the_pending_events_are_bounded_and_the_excess_counted(make_server, connect, receivers):
+    receiver = await receivers(hang=True)  # the first request never ends: everything after it waits
+    server = await make_server(
+        webhook_url=receiver.url, webhook_max_pending=100, webhook_timeout_seconds=60, events_per_second=1000, **FAST
+    )
+    for user in ("ann", "bob", "cat"):
+        client = await connect(server, user)
+        for n in range(60):
+            assert (await client.join(f"room:r{n}"))["ok"]
+    metrics = server.app[METRICS].registry
+    deadline = time.monotonic() + TIMEOUT
+    # 240 events (60 rooms occupied, 180 members added): 100 at most in the request, 100 waiting, the rest dropped
+    while not metrics.get_sample_value("sio_push_webhook_events_dropped_total", {"reason": "queue_full"}):
+        assert time.monotonic() < deadline, "nothing was dropped"
+        await asyncio.sleep(0.05)
+    assert len(receiver.requests) == 1
