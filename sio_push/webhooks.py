@@ -18,7 +18,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -115,8 +115,11 @@ class Webhooks:
         if pending:
             log.info("webhooks: %d pending changes and events not sent at shutdown", pending)
 
-    async def _run(self, name: str, step: Any) -> None:
-        """Call `step` whenever its queue has something; a failing step is logged, never fatal."""
+    async def _run(self, name: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Call `step` whenever its queue has something; a failing step is logged, never fatal.
+
+        Each step takes the item it failed on off its queue, so trying again at once always ends.
+        """
         woken = self._woken[name]
         while True:
             await woken.wait()
@@ -126,8 +129,10 @@ class Webhooks:
             except BackendUnavailable as exc:
                 self._dropped("backend")
                 log.warning("webhooks: the shared backend is unavailable (%s); an event lost", exc)
+                woken.set()
             except Exception:
                 log.exception("webhooks: unexpected error in %s", name)
+                woken.set()
             self._check_idle()
 
     def _check_idle(self) -> None:

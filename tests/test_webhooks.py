@@ -10,13 +10,14 @@ import signal
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 import socketio
 from aiohttp import web
 
-from sio_push.keys import METRICS
+from sio_push.keys import ENGINE, METRICS
 
-from .conftest import free_port, make_token
+from .conftest import RedisServer, free_port, make_token
 from .processes import ServerProcess
 from .test_scale import processes, redis_env  # noqa: F401  (fixtures)
 
@@ -299,3 +300,34 @@ async def test_the_pending_events_are_bounded_and_the_excess_counted(make_server
         assert time.monotonic() < deadline, "nothing was dropped"
         await asyncio.sleep(0.05)
     assert len(receiver.requests) == 1
+
+
+async def test_redis_going_away_during_a_grace_loses_the_event_counted_and_breaks_nothing(
+    make_server, connect, receivers, engine
+):
+    if engine != "redis":
+        pytest.skip("the shared backend is Redis")
+    redis = RedisServer()
+    redis.start()
+    try:
+        receiver = await receivers()
+        settings = {**FAST, "webhook_grace_seconds": 2.0}
+        server = await make_server(webhook_url=receiver.url, redis_url=redis.url, **settings)
+        client = await connect(server, "ann")
+        assert (await client.join("room:c1"))["ok"]
+        await receiver.until(occupied("room:c1"), added("room:c1", "ann"))
+        await client.close()
+        occupancy = server.app[ENGINE].occupancy
+        deadline = time.monotonic() + TIMEOUT
+        while (await occupancy.counts("room:c1")).sockets:  # the exit is counted: its grace has begun
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        redis.kill()  # the grace ends with Redis gone: its events cannot be checked, so they are dropped
+        metrics = server.app[METRICS].registry
+        while not metrics.get_sample_value("sio_push_webhook_events_dropped_total", {"reason": "backend"}):
+            assert time.monotonic() < deadline + 5, "no loss was counted"
+            await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/api/health") as resp:
+            assert resp.status == 200
+    finally:
+        redis.kill()
