@@ -94,7 +94,7 @@ async def start_server(settings: Settings) -> Server:
 
 
 def base_settings(**overrides: Any) -> Settings:
-    settings = Settings(service_key=SERVICE_KEY, jwt_secret=SECRET, host="127.0.0.1", port=0)
+    settings = Settings(service_key=SERVICE_KEY, jwt_secret=SECRET, host="127.0.0.1", port=0, drain_seconds=0)
     return dataclasses.replace(settings, **overrides)
 
 

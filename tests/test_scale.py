@@ -214,3 +214,41 @@ async def test_rolling_restart_drains_to_another_process_and_recovers(behind_pro
     again = await client.next("connect", wait=TIMEOUT)
     assert again["recovered"] is True and again["id"] == first["id"]
     assert [(await client.next("new_msg"))["args"][0]["n"] for _ in range(5)] == list(range(5))
+
+
+async def test_drain_spreads_closes_over_the_window_and_every_client_recovers_elsewhere(
+    processes, redis_env, node_clients
+):
+    window = 2.0
+    a = await processes(PUSH_DRAIN_SECONDS=str(window), **redis_env)
+    b = await processes(**redis_env)
+    proxy = await Proxy(a.port).start()
+    try:
+        env = {"RECONNECTION_DELAY": "200", "TRANSPORTS": "websocket"}
+        clients, firsts = [], []
+        for n in range(5):
+            token = make_token(f"d{n}", rooms=["room:*"])
+            node = await node_clients(f"http://127.0.0.1:{proxy.port}", token, "room:lobby:dr", env=env)
+            firsts.append(await node.next("connect"))
+            await node.next("ack")
+            clients.append(node)
+        proxy.target = b.port
+        start = time.monotonic()
+        a.kill(signal.SIGTERM)
+
+        async def dropped(node: NodeClient) -> float:
+            await node.next("disconnect", wait=TIMEOUT)
+            return time.monotonic() - start
+
+        times = sorted(await asyncio.gather(*(dropped(node) for node in clients)))
+        assert times[-1] - times[0] > window / 2, times  # spread, not all at once
+        assert times[-1] < window + 1.5, times
+        for node, first in zip(clients, firsts, strict=True):
+            again = await node.next("connect", wait=TIMEOUT)
+            assert again["recovered"] is True and again["id"] == first["id"]
+        assert await a.stop() == 0
+        await b.push("/api/channel", channel_id="dr", n=1)
+        for node in clients:
+            assert (await node.next("new_msg"))["args"][0]["n"] == 1
+    finally:
+        await proxy.close()
