@@ -10,7 +10,6 @@ import pytest
 from sio_push.keys import ENGINE
 
 from .conftest import SERVICE_KEY, make_token
-from .test_scale import processes, redis_env  # noqa: F401  (fixtures)
 
 KEY = {"Authorization": "Bearer " + SERVICE_KEY}
 
@@ -33,7 +32,7 @@ async def _join(client_factory, url: str, user: str, *rooms: str):
     return client
 
 
-async def test_presence_and_rooms_count_the_sockets_of_every_process(processes, redis_env, client_factory):  # noqa: F811
+async def test_presence_and_rooms_count_the_sockets_of_every_process(processes, redis_env, client_factory):
     one, two = await processes(**redis_env), await processes(**redis_env)
     await _join(client_factory, one.url, "ann", "room:c1", "room:lobby:c1")
     await _join(client_factory, one.url, "bob", "room:c1")

@@ -19,7 +19,6 @@ from sio_push.keys import ENGINE, METRICS
 
 from .conftest import RedisServer, free_port, make_token
 from .processes import ServerProcess
-from .test_scale import processes, redis_env  # noqa: F401  (fixtures)
 
 SECRET = "webhook-secret-for-tests"
 TIMEOUT = 15
@@ -212,7 +211,7 @@ async def test_a_receiver_that_hangs_or_is_down_does_not_slow_sockets_or_pushes(
     assert time.monotonic() - started < 5
 
 
-async def test_two_processes_racing_on_one_room_send_each_event_once(processes, redis_env, client_factory, receivers):  # noqa: F811
+async def test_two_processes_racing_on_one_room_send_each_event_once(processes, redis_env, client_factory, receivers):
     receiver = await receivers()
     env = {
         **redis_env,
@@ -266,8 +265,8 @@ async def test_a_server_stopping_reports_the_members_it_had_once_their_grace_end
 
 
 async def test_the_members_of_a_process_that_died_are_reported_by_the_one_that_reaps_it(
-    processes,  # noqa: F811
-    redis_env,  # noqa: F811
+    processes,
+    redis_env,
     client_factory,
     receivers,
 ):
