@@ -8,11 +8,26 @@ background work. (The shape of encode/broadcaster: one interface module, one mod
 from __future__ import annotations
 
 from ..config import Settings
-from .base import Broker, Deliver, Engine, Missed, PresenceStore, Push, Session, SessionStore
+from .base import (
+    Broker,
+    Command,
+    Control,
+    Deliver,
+    Engine,
+    Missed,
+    PresenceStore,
+    Push,
+    Revocations,
+    Session,
+    SessionStore,
+    UserSockets,
+)
 from .memory import MemoryBroker, MemoryEngine, MemoryPresence, MemorySessions, create_memory_engine
 
 __all__ = [
     "Broker",
+    "Command",
+    "Control",
     "Deliver",
     "Engine",
     "MemoryBroker",
@@ -22,8 +37,10 @@ __all__ = [
     "Missed",
     "PresenceStore",
     "Push",
+    "Revocations",
     "Session",
     "SessionStore",
+    "UserSockets",
     "create_engine",
 ]
 

@@ -11,7 +11,21 @@ from collections.abc import Collection
 
 from ..config import Settings
 from ..presence import Meta, State, diff, new_meta, updated_meta
-from .base import Broker, Engine, Missed, PresenceStore, Push, Session, SessionStore, log_seconds, new_node_id
+from .base import (
+    Broker,
+    Command,
+    Control,
+    Engine,
+    Missed,
+    PresenceStore,
+    Push,
+    Revocations,
+    Session,
+    SessionStore,
+    UserSockets,
+    log_seconds,
+    new_node_id,
+)
 
 
 class MemoryBroker(Broker):
@@ -141,10 +155,82 @@ class MemorySessions(SessionStore):
             self._ended.pop(session.pid, None)
             self._ended[session.pid] = now
 
-    async def claim(self, pid: str) -> Session | None:
+    async def claim(self, pid: str, user_id: str | None = None) -> Session | None:
         self._expire()
+        session = self._sessions.get(pid)
+        if session is None or (user_id is not None and session.user_id != user_id):
+            return None
+        await self.drop(pid)
+        return session
+
+    async def drop(self, pid: str) -> None:
         self._ended.pop(pid, None)
-        return self._sessions.pop(pid, None)
+        self._sessions.pop(pid, None)
+
+
+class MemoryControl(Control):
+    """One process: a command is run here, and its count is the answer."""
+
+    async def request(self, command: Command) -> int:
+        return await self._run(command)
+
+
+class MemoryRevocations(Revocations):
+    """Revocations of one process, each forgotten `seconds` after it was made."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self._at: dict[tuple[str, str], float] = {}  # (user, room or "") -> when, in the order made
+
+    def _expire(self) -> None:
+        horizon = time.time() - self.seconds
+        while self._at:
+            key, at = next(iter(self._at.items()))
+            if at > horizon:
+                break
+            del self._at[key]
+
+    def _put(self, key: tuple[str, str], at: float) -> None:
+        self._expire()
+        self._at.pop(key, None)
+        self._at[key] = at
+
+    def _get(self, key: tuple[str, str]) -> float | None:
+        self._expire()
+        return self._at.get(key)
+
+    async def revoke_user(self, user_id: str, at: float) -> None:
+        self._put((user_id, ""), at)
+
+    async def user_revoked(self, user_id: str) -> float | None:
+        return self._get((user_id, ""))
+
+    async def revoke_room(self, user_id: str, room: str, at: float) -> None:
+        self._put((user_id, room), at)
+
+    async def room_revoked(self, user_id: str, room: str) -> float | None:
+        return self._get((user_id, room))
+
+
+class MemoryUserSockets(UserSockets):
+    """The sockets of each user of this process."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[str, dict[str, str]] = {}  # user -> sid -> conn
+
+    async def acquire(self, user_id: str, sid: str, conn: str, limit: int) -> bool:
+        sockets = self._sockets.setdefault(user_id, {})
+        if sid not in sockets and limit and len(sockets) >= limit:
+            return False
+        sockets[sid] = conn
+        return True
+
+    async def release(self, user_id: str, sid: str, conn: str) -> None:
+        sockets = self._sockets.get(user_id)
+        if sockets is not None and sockets.get(sid) == conn:
+            del sockets[sid]
+            if not sockets:
+                del self._sockets[user_id]
 
 
 class MemoryEngine(Engine):
@@ -156,4 +242,12 @@ def create_memory_engine(settings: Settings) -> MemoryEngine:
     window = settings.recovery_seconds
     sessions = MemorySessions(window) if window else None
     broker = MemoryBroker(log_seconds(settings), settings.recovery_log_size)
-    return MemoryEngine(broker, MemoryPresence(node_id), sessions, node_id)
+    return MemoryEngine(
+        broker,
+        MemoryPresence(node_id),
+        sessions,
+        node_id,
+        control=MemoryControl(),
+        revocations=MemoryRevocations(settings.revocation_seconds),
+        user_sockets=MemoryUserSockets(),
+    )

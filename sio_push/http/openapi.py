@@ -12,7 +12,15 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from .. import __version__
-from .schemas import ChannelSchema, CommunitySchema, EmitSchema, MessageSchema, UserSchema
+from .schemas import (
+    ChannelSchema,
+    CommunitySchema,
+    DisconnectSchema,
+    EmitSchema,
+    MessageSchema,
+    UnsubscribeSchema,
+    UserSchema,
+)
 
 _ROUTES = [
     ("/api/message", MessageSchema, "new_msg to room:lobby:<channel_id> and room:topic:<thread_id>"),
@@ -29,6 +37,21 @@ _ERRORS = {
     "415": "a body that is not JSON",
     "503": "the broker cannot take the push now; retry",
 }
+
+_REVOCATIONS = [
+    (
+        "/api/disconnect",
+        DisconnectSchema,
+        "disconnect every socket of `user_id` (or the one socket `sid`) on every process, for good: no "
+        "recovery; for PUSH_REVOCATION_SECONDS the user's tokens issued before it are refused (token_revoked)",
+    ),
+    (
+        "/api/unsubscribe",
+        UnsubscribeSchema,
+        "take `room` from `user_id` on every process (room_left, reason revoked); for PUSH_REVOCATION_SECONDS "
+        "the user's tokens issued before it may not join it again",
+    ),
+]
 
 
 def _answer(description: str, **extra: Any) -> dict[str, Any]:
@@ -60,6 +83,19 @@ def build_spec() -> dict[str, Any]:
                     "security": [{"serviceKey": []}],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
                     "responses": {"200": ok, **{code: _answer(text) for code, text in _ERRORS.items()}},
+                }
+            },
+        )
+    counted = _answer("done", sockets={"type": "integer", "description": "sockets acted on, over every process"})
+    for path, schema, summary in _REVOCATIONS:
+        spec.path(
+            path=path,
+            operations={
+                "post": {
+                    "summary": summary,
+                    "security": [{"serviceKey": []}],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+                    "responses": {"200": counted, **{code: _answer(text) for code, text in _ERRORS.items()}},
                 }
             },
         )

@@ -10,13 +10,13 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qs
 
 from socketio import exceptions
 
 from ..auth import Auth, Identity
-from ..engines import Broker, Missed, Session, SessionStore
+from ..engines import Broker, Missed, Session, SessionStore, UserSockets
 from ..errors import AuthError, BackendUnavailable
 from ..limits import TokenBucket
 from ..metrics import Metrics
@@ -26,6 +26,10 @@ from ..shims.socketio import PushServer
 from .fanout import Fanout, encode
 from .members import Member, Members
 from .presence import PresenceTracker
+from .revocation import Revoked
+
+if TYPE_CHECKING:
+    from .expiry import Expiry
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,12 @@ class Connector:
     :param sessions: where recoverable sessions are kept; None turns recovery off.
     :param node: this process's id, recorded in its sessions.
     :param events_per_second: the rate of each socket's client events (burst twice that).
+    :param revoked: refuses tokens and sessions the backend revoked.
+    :param user_sockets: counts each user's sockets over every process.
+    :param max_sockets_per_user: the most sockets one user may have (0: no limit).
     """
+
+    expiry: Expiry | None = None  # watches each socket's token (set once the socket layer is built)
 
     def __init__(
         self,
@@ -76,6 +85,9 @@ class Connector:
         sessions: SessionStore | None = None,
         node: str = "",
         events_per_second: float = 20.0,
+        revoked: Revoked | None = None,
+        user_sockets: UserSockets | None = None,
+        max_sockets_per_user: int = 0,
     ) -> None:
         self._server = server
         self._auth = auth
@@ -87,26 +99,37 @@ class Connector:
         self._sessions = sessions
         self._node = node
         self._events_per_second = events_per_second
+        self._revoked = revoked
+        self._user_sockets = user_sockets
+        self._max_sockets_per_user = max_sockets_per_user
 
     async def open(self, eio_sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
         """Authenticate a CONNECT, restore its session if it brings one, and set the socket up.
 
         Raises `ConnectionRefusedError` with `{"code": ...}` for the client's `connect_error`.
         """
+        token = _token(environ, auth)
         try:
-            identity = await self._auth.authenticate(_token(environ, auth))
+            identity = await self._auth.authenticate(token)
+            if self._revoked is not None:
+                await self._revoked.admit(identity)
         except AuthError as exc:
-            log.info("connect refused: %s", exc.code)
-            self._metrics.connects.labels(exc.code).inc()
-            raise exceptions.ConnectionRefusedError(exc.code, {"code": exc.code}) from None
+            self._refuse(exc.code)
         sessions = self._sessions
         restored = await self._restore(sessions, auth, identity) if sessions is not None else None
+        server = self._server
+        sid = restored.session.sid if restored else server.new_sid()
+        conn = secrets.token_hex(8)
+        if not await self._count(identity.user_id, sid, conn):
+            if restored and sessions is not None:  # the claimed session goes back, as it was
+                await self._store(sessions.save, restored.session)
+                await self._store(sessions.end, restored.session)
+            self._refuse("too_many_connections")
         # No await from here to the end of the replay: the broker's position cannot move meanwhile, so
         # every push is either in the replay or delivered live to the rooms joined here, never both.
-        server = self._server
         if server.socket_of(eio_sid) is None:
+            await self._uncount(identity.user_id, sid, conn)
             return
-        sid = restored.session.sid if restored else server.new_sid()
         position = self._broker.position
         if restored:
             since = restored.session.joined_at()
@@ -123,7 +146,7 @@ class Connector:
                 identity.user_id,
                 tuple(rooms),
                 position,
-                secrets.token_hex(8),
+                conn,
                 self._node,
                 since=tuple(joined.values()),
             )
@@ -134,7 +157,11 @@ class Connector:
         for offset, push in restored.missed if restored else ():
             self._fanout.write(eio_sid, encode(push.event, push.data, offset))
         rate = self._events_per_second
-        self._members.add(sid, Member(identity, session, TokenBucket(rate, 2 * rate), joined))
+        kept_token = token if identity.expires_at is None and isinstance(token, str) else None  # callback mode
+        member = Member(identity, session, TokenBucket(rate, 2 * rate), joined, conn, kept_token)
+        self._members.add(sid, member)
+        if self.expiry is not None:
+            self.expiry.watch(sid, member)
         self._metrics.sockets.inc()
         self._metrics.connects.labels("recovered" if restored else "connected").inc()
 
@@ -153,16 +180,19 @@ class Connector:
         pid, offset = auth.get("pid"), auth.get("offset")
         if not isinstance(pid, str) or not pid:
             return None
-        session = await sessions.claim(pid)
+        session = await sessions.claim(pid, identity.user_id)
         if session is None or session.user_id != identity.user_id:
             log.info("recovery: no session to restore for user=%s", identity.user_id)
+            return None
+        if self._revoked is not None and not await self._revoked.recoverable(session):
+            log.info("recovery: the session of sid=%s was revoked by the backend", session.sid)
             return None
         if session.sid in self._members:
             await self._take_over(session.sid)
         rooms = []
         for name in session.rooms:
             room = parse_room(name)
-            if room is not None and await self._auth.may_join(identity, room):
+            if room is not None and await self._keeps(identity, session, room):
                 rooms.append(room)
         after = offset if isinstance(offset, str) and self._is_offset(offset) else session.start
         missed = await self._broker.replay(after, [room.name for room in rooms])
@@ -170,6 +200,37 @@ class Connector:
             log.info("recovery: the log no longer holds what sid=%s missed", session.sid)
             return None
         return _Restored(session, rooms, self._since_joined(session, missed))
+
+    async def _keeps(self, identity: Identity, session: Session, room: Room) -> bool:
+        """Whether a recovered session is back in `room`: still allowed, and not revoked since it was saved."""
+        if not await self._auth.may_join(identity, room):
+            return False
+        revoked = self._revoked
+        if revoked is None:
+            return True
+        return await revoked.keeps(session, room.name) and await revoked.may_join(identity, room.name)
+
+    def _refuse(self, code: str) -> NoReturn:
+        log.info("connect refused: %s", code)
+        self._metrics.connects.labels(code).inc()
+        raise exceptions.ConnectionRefusedError(code, {"code": code}) from None
+
+    async def _count(self, user_id: str, sid: str, conn: str) -> bool:
+        """Count the socket for its user; False when the user is at the limit (a backend outage admits)."""
+        if self._user_sockets is None:
+            return True
+        try:
+            return await self._user_sockets.acquire(user_id, sid, conn, self._max_sockets_per_user)
+        except BackendUnavailable:
+            log.warning("sockets of user=%s not counted: backend unavailable", user_id)
+            return True
+
+    async def _uncount(self, user_id: str, sid: str, conn: str) -> None:
+        if self._user_sockets is not None:
+            try:
+                await self._user_sockets.release(user_id, sid, conn)
+            except BackendUnavailable:
+                log.warning("sockets of user=%s not released: backend unavailable", user_id)
 
     def _is_offset(self, offset: str) -> bool:
         try:
@@ -221,6 +282,9 @@ class Connector:
 
     async def end(self, sid: str, member: Member) -> None:
         """Mark the session of a socket that went as ended: recoverable for the window from now."""
+        if self.expiry is not None:
+            self.expiry.unwatch(member)
+        await self._uncount(member.identity.user_id, sid, member.conn)
         if member.session is not None and self._sessions is not None:
             await self._store(self._sessions.end, _with_rooms(member.session, member))
 

@@ -13,9 +13,12 @@ from ...config import Settings
 from ...tasks import Periodic
 from ..base import Deliver, Engine, Push, log_seconds, new_node_id
 from .broker import RedisBroker
+from .control import RedisControl
 from .nodes import Nodes
 from .presence import RedisPresence
+from .revocations import RedisRevocations
 from .sessions import RedisSessions
+from .user_sockets import RedisUserSockets
 
 REAP_EVERY = 2.0
 
@@ -34,9 +37,20 @@ class RedisEngine(Engine):
         broker: RedisBroker,
         presence: RedisPresence,
         sessions: RedisSessions | None,
+        revocations: RedisRevocations,
+        user_sockets: RedisUserSockets,
     ) -> None:
-        super().__init__(broker, presence, sessions, nodes.node_id)
+        super().__init__(
+            broker,
+            presence,
+            sessions,
+            nodes.node_id,
+            control=RedisControl(client, nodes.prefix, nodes.node_id),
+            revocations=revocations,
+            user_sockets=user_sockets,
+        )
         self._redis = client
+        self._user_sockets = user_sockets
         self._nodes = nodes
         self._redis_presence = presence
         self._redis_sessions = sessions
@@ -56,7 +70,9 @@ class RedisEngine(Engine):
         await self._redis.aclose()
 
     async def _reap(self) -> None:
-        """Remove the presence of processes that died, and tell their rooms."""
+        """Release the sockets counted by processes that died; remove their presence, and tell their rooms."""
+        for node_id in await self._nodes.dead():  # before the presence reap, which forgets the dead processes
+            await self._user_sockets.reap(node_id)
         for room, diff in await self._redis_presence.reap():
             await self.broker.publish(Push((room,), "presence_diff", {"room": room, **diff}, volatile=True))
 
@@ -72,4 +88,8 @@ def create_redis_engine(settings: Settings) -> RedisEngine:
     nodes = Nodes(client, prefix, node_id, keep=window)
     broker = RedisBroker(client, prefix, log_seconds(settings), settings.recovery_log_size)
     sessions = RedisSessions(window, client, prefix, nodes) if window else None
-    return RedisEngine(client, nodes, broker, RedisPresence(client, prefix, nodes), sessions)
+    presence = RedisPresence(client, prefix, nodes)
+    revocations = RedisRevocations(settings.revocation_seconds, client, prefix)
+    return RedisEngine(
+        client, nodes, broker, presence, sessions, revocations, RedisUserSockets(client, prefix, node_id)
+    )
