@@ -176,28 +176,31 @@ class MemoryControl(Control):
 
 
 class MemoryRevocations(Revocations):
-    """Revocations of one process, each forgotten `seconds` after it was made."""
+    """Revocations of one process, each forgotten `seconds` after it was recorded."""
 
     def __init__(self, seconds: float) -> None:
         super().__init__(seconds)
-        self._at: dict[tuple[str, str], float] = {}  # (user, room or "") -> when, in the order made
+        # (user, room or "") -> (when recorded, the revocation's time), in the order recorded
+        self._records: dict[tuple[str, str], tuple[float, float]] = {}
 
     def _expire(self) -> None:
         horizon = time.time() - self.seconds
-        while self._at:
-            key, at = next(iter(self._at.items()))
-            if at > horizon:
+        while self._records:
+            key, (recorded, _) = next(iter(self._records.items()))
+            if recorded > horizon:
                 break
-            del self._at[key]
+            del self._records[key]
 
     def _put(self, key: tuple[str, str], at: float) -> None:
         self._expire()
-        self._at.pop(key, None)
-        self._at[key] = at
+        self._records.pop(key, None)
+        if self.seconds > 0:
+            self._records[key] = (time.time(), at)
 
     def _get(self, key: tuple[str, str]) -> float | None:
         self._expire()
-        return self._at.get(key)
+        record = self._records.get(key)
+        return record[1] if record is not None else None
 
     async def revoke_user(self, user_id: str, at: float) -> None:
         self._put((user_id, ""), at)
