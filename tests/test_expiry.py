@@ -11,7 +11,7 @@ import jwt
 import pytest
 from aiohttp import web
 
-from .conftest import ALL_ROOMS, TIMEOUT, Client, make_token
+from .conftest import ALL_ROOMS, TIMEOUT, Client, make_token, serve_app
 from .node_client import NodeClient
 from .test_callback_auth import FakeLinen
 
@@ -40,11 +40,8 @@ async def token_service() -> AsyncIterator[TokenService]:
     service = TokenService("ada", ttl=3)
     app = web.Application()
     app.router.add_get("/token", service.token)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    service.url = f"http://127.0.0.1:{runner.addresses[0][1]}/token"
+    runner, url = await serve_app(app)
+    service.url = url + "/token"
     yield service
     await runner.cleanup()
 
@@ -162,11 +159,7 @@ async def revoking_linen() -> AsyncIterator[RevokingLinen]:
     app = web.Application()
     app.router.add_post("/api/jwt/who", fake.who)
     app.router.add_post("/api/jwt/can", fake.can)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, fake.url = await serve_app(app)
     yield fake
     await runner.cleanup()
 
