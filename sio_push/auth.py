@@ -63,6 +63,8 @@ class Auth:
     async def authenticate(self, token: object) -> Identity:
         if not isinstance(token, str) or not token:
             raise AuthError(TOKEN_MISSING)
+        if not token.isascii():  # JWTs and HTTP bearer tokens are ASCII; a lone surrogate would not encode
+            raise AuthError(TOKEN_INVALID)
         return await self._authenticate(token)
 
     async def may_join(self, identity: Identity, room: Room) -> bool:
@@ -199,22 +201,28 @@ class CallbackAuth(Auth):
             log.warning("auth service %s failed: %s", path, type(exc).__name__)
             return None
 
-    async def _authenticate(self, token: str) -> Identity:
+    async def _who(self, token: str, cached: bool = True) -> str | None:
+        """The user `/api/jwt/who` names for `token` ("" for a definite no), None when it cannot tell.
+
+        A definite answer is cached; with `cached` False the backend is asked even if one is.
+        """
         key = ("who", hashlib.sha256(token.encode()).hexdigest())
-        user_id = self._cache.get(key)
-        if user_id is None:
-            answer = await self._post(
-                "/api/jwt/who", {"push_token": self._service_key}, {"Authorization": f"Bearer {token}"}
-            )
-            if answer is None:
-                raise AuthError(UNAUTHORIZED)
-            status, text = answer
-            user_id = text.strip() if status == 200 else ""
-            if status == 200 and not is_valid_id(user_id):
-                log.warning("auth service named a user id that is not valid; refusing")
-                user_id = ""
-            if status < 500:
-                self._cache.put(key, user_id)
+        user_id: str | None = self._cache.get(key) if cached else None
+        if user_id is not None:
+            return user_id
+        answer = await self._post("/api/jwt/who", {"push_token": self._service_key}, {"Authorization": f"Bearer {token}"})
+        if answer is None or answer[0] >= 500:
+            return None
+        status, text = answer
+        user_id = text.strip() if status == 200 else ""
+        if status == 200 and not is_valid_id(user_id):
+            log.warning("auth service named a user id that is not valid; refusing")
+            user_id = ""
+        self._cache.put(key, user_id)
+        return user_id
+
+    async def _authenticate(self, token: str) -> Identity:
+        user_id = await self._who(token)
         if not user_id:
             raise AuthError(UNAUTHORIZED)
         return Identity(user_id, issued_at=_issued_at(token))
@@ -223,13 +231,8 @@ class CallbackAuth(Auth):
         self._cache.drop(("can", user_id, room))
 
     async def recheck(self, token: str, user_id: str) -> bool | None:
-        answer = await self._post(
-            "/api/jwt/who", {"push_token": self._service_key}, {"Authorization": f"Bearer {token}"}
-        )
-        if answer is None or answer[0] >= 500:
-            return None
-        status, text = answer
-        return status == 200 and text.strip() == user_id
+        named = await self._who(token, cached=False)
+        return None if named is None else named == user_id
 
     async def _may_join(self, identity: Identity, room: Room) -> bool:
         key = ("can", identity.user_id, room.name)
@@ -256,7 +259,7 @@ def _issued_at(token: str) -> int | None:
     """
     try:
         claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
-    except jwt.InvalidTokenError:
+    except (jwt.InvalidTokenError, ValueError):
         return None
     return _seconds(claims.get("iat"))
 

@@ -104,6 +104,8 @@ async def test_refresh_extends_the_connection_for_the_same_user_only(server, cli
     expired = make_token("dee", ttl=-10)
     assert await client.call("refresh", {"token": expired}) == {"ok": False, "error": "token_expired"}
     assert await client.call("refresh", "no object") == {"ok": False, "error": "invalid_payload"}
+    assert await client.call("refresh", {"token": "a\udc00b"}) == {"ok": False, "error": "token_invalid"}
+    assert await client.call("refresh", {"token": 5}) == {"ok": False, "error": "token_invalid"}
 
     await asyncio.sleep(2.5)  # the behaviour under test is the clock: the first token's exp passes
     assert client.sio.connected
@@ -190,3 +192,5 @@ async def test_callback_mode_rechecks_and_closes_only_on_a_definite_refusal(
 
     linen.logged_out.add("session-alice")  # a definite refusal: the socket is closed
     await asyncio.wait_for(closed.wait(), TIMEOUT)
+    # and the refusal replaced the cached answer of the connect: the token no longer connects
+    assert await client_factory().refused(server, "session-alice") == {"code": "unauthorized"}
