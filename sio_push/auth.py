@@ -210,7 +210,8 @@ class CallbackAuth(Auth):
         user_id: str | None = self._cache.get(key) if cached else None
         if user_id is not None:
             return user_id
-        answer = await self._post("/api/jwt/who", {"push_token": self._service_key}, {"Authorization": f"Bearer {token}"})
+        bearer = {"Authorization": f"Bearer {token}"}
+        answer = await self._post("/api/jwt/who", {"push_token": self._service_key}, bearer)
         if answer is None or answer[0] >= 500:
             return None
         status, text = answer
