@@ -71,8 +71,7 @@ class RedisEngine(Engine):
 
     async def _reap(self) -> None:
         """Release the sockets counted by processes that died; remove their presence, and tell their rooms."""
-        for node_id in await self._nodes.dead():  # before the presence reap, which forgets the dead processes
-            await self._user_sockets.reap(node_id)
+        await self._user_sockets.reap()
         for room, diff in await self._redis_presence.reap():
             await self.broker.publish(Push((room,), "presence_diff", {"room": room, **diff}, volatile=True))
 
@@ -90,6 +89,4 @@ def create_redis_engine(settings: Settings) -> RedisEngine:
     sessions = RedisSessions(window, client, prefix, nodes) if window else None
     presence = RedisPresence(client, prefix, nodes)
     revocations = RedisRevocations(settings.revocation_seconds, client, prefix)
-    return RedisEngine(
-        client, nodes, broker, presence, sessions, revocations, RedisUserSockets(client, prefix, node_id)
-    )
+    return RedisEngine(client, nodes, broker, presence, sessions, revocations, RedisUserSockets(client, prefix, nodes))

@@ -1,20 +1,24 @@
 """The sockets of each user over every process, in Redis, for `PUSH_MAX_SOCKETS_PER_USER`.
 
 One hash per user (sid -> "node conn") counts the user's sockets; one set per process lists the
-(user, sid) pairs it counted, so that when the process dies the reaper releases them. Acquiring and
-releasing are Lua scripts: the check of the limit and the count are one step.
+(user, sid) pairs it counted, and one set lists the processes that counted any, so that when a process
+dies the reaper releases its counts. Acquiring and releasing are Lua scripts: the check of the limit
+and the count are one step.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis.asyncio as redis
 
 from ..base import UserSockets
 from .errors import translated
+from .nodes import DEAD_AFTER, Nodes
 
-# KEYS: the user's hash, the node's set; ARGV: sid, "node conn", limit (0: none), the node set's member.
+# KEYS: the user's hash, the node's set, the set of nodes; ARGV: sid, "node conn", limit (0: none),
+# the node set's member, the node's id.
 _ACQUIRE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and tonumber(ARGV[3]) > 0
    and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
@@ -22,6 +26,7 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and tonumber(ARGV[3]) > 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
 return 1
 """
 
@@ -59,13 +64,16 @@ class RedisUserSockets(UserSockets):
 
     :param client: the Redis connection pool (owned by the caller).
     :param prefix: the prefix of every key.
-    :param node_id: this process's id, recorded with each socket it counts.
+    :param nodes: the heartbeats: this process's id, recorded with each socket it counts, and which died.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, node_id: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, nodes: Nodes) -> None:
+        self._redis = client
         self._user_prefix = prefix + "user-sockets:"
         self._node_prefix = prefix + "node-sockets:"
-        self._node_id = node_id
+        self._counting = prefix + "counting-nodes"
+        self._nodes = nodes
+        self._node_id = nodes.node_id
         self._acquire: Any = client.register_script(_ACQUIRE)
         self._release: Any = client.register_script(_RELEASE)
         self._reap: Any = client.register_script(_REAP)
@@ -76,8 +84,8 @@ class RedisUserSockets(UserSockets):
     @translated
     async def acquire(self, user_id: str, sid: str, conn: str, limit: int) -> bool:
         owner = f"{self._node_id} {conn}"
-        args = [sid, owner, limit, f"{user_id} {sid}"]
-        return bool(await self._acquire(keys=self._keys(user_id, self._node_id), args=args))
+        keys = [*self._keys(user_id, self._node_id), self._counting]
+        return bool(await self._acquire(keys=keys, args=[sid, owner, limit, f"{user_id} {sid}", self._node_id]))
 
     @translated
     async def release(self, user_id: str, sid: str, conn: str) -> None:
@@ -85,6 +93,22 @@ class RedisUserSockets(UserSockets):
         await self._release(keys=self._keys(user_id, self._node_id), args=[sid, owner, f"{user_id} {sid}"])
 
     @translated
-    async def reap(self, node_id: str) -> int:
-        """Release every socket process `node_id` (dead) counted; how many."""
-        return int(await self._reap(keys=[self._node_prefix + node_id], args=[self._user_prefix, node_id + " "]))
+    async def reap(self) -> int:
+        """Release every socket that processes which died had counted; how many.
+
+        The processes that counted are listed apart from the heartbeats' own list, which the presence
+        reaper empties: a process is forgotten here only once its counts are released.
+        """
+        released = 0
+        now = time.time()
+        members: Any = await self._redis.smembers(self._counting)
+        for raw in members:
+            node_id = raw.decode()
+            if node_id == self._node_id:
+                continue
+            beat = await self._nodes.last_beat(node_id)
+            if beat is None or now - beat > DEAD_AFTER:
+                keys = [self._node_prefix + node_id]
+                released += int(await self._reap(keys=keys, args=[self._user_prefix, node_id + " "]))
+                await self._redis.srem(self._counting, node_id)
+        return released
