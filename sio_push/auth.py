@@ -18,6 +18,7 @@ import fnmatch
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,7 @@ class Identity:
 
 def _seconds(value: object) -> int | None:
     """A claim in unix seconds as a whole number, or None when it is not a number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return int(value)
 

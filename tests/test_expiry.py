@@ -46,8 +46,11 @@ async def token_service() -> AsyncIterator[TokenService]:
     await runner.cleanup()
 
 
-async def test_an_expired_token_closes_the_transport_and_a_fresh_one_recovers(server, node_clients, token_service):
-    env = {"TOKEN_URL": token_service.url, "RECONNECTION_DELAY": "1000"}
+@pytest.mark.parametrize("transports", ["websocket", "polling"])
+async def test_an_expired_token_closes_the_transport_and_a_fresh_one_recovers(
+    server, node_clients, token_service, transports
+):
+    env = {"TOKEN_URL": token_service.url, "RECONNECTION_DELAY": "1000", "TRANSPORTS": transports}
     client: NodeClient = await node_clients(server.url, None, "room:lobby:c1", env=env)
     first = await client.next("connect")
     assert (await client.next("ack"))["answer"]["ok"] is True
