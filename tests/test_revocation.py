@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 import socketio
+from aiohttp import web
 
 from sio_push.keys import ENGINE, SOCKETS
 
-from .conftest import ALL_ROOMS, SERVICE_KEY, TIMEOUT, Client, Server, make_token
+from .conftest import ALL_ROOMS, SERVICE_KEY, TIMEOUT, Client, Server, make_token, serve_app
 from .node_client import NodeClient
 from .processes import ServerProcess
+from .test_callback_auth import FakeLinen
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -249,3 +251,27 @@ async def test_a_process_that_dies_releases_its_counts(killable, client_factory)
         except socketio.exceptions.ConnectionError:
             await asyncio.sleep(0.25)
     raise AssertionError("the dead process's count was never released")
+
+
+async def test_unsubscribe_forgets_a_cached_callback_decision(make_server, client_factory):
+    linen = FakeLinen()
+    app = web.Application()
+    app.router.add_post("/api/jwt/who", linen.who)
+    app.router.add_post("/api/jwt/can", linen.can)
+    runner, linen.url = await serve_app(app)
+    try:
+        # No revocation records (0 s): what is left to check is the cache itself.
+        server = await make_server(jwt_secret=None, auth_service_url=linen.url, revocation_seconds=0)
+        client: Client = client_factory()
+        await client.connect(server, "session-alice")
+        assert (await client.join("room:lobby:c1"))["ok"] is True
+        assert (await client.call("leave", "room:lobby:c1"))["ok"] is True
+        asked = sum(1 for path, _, _ in linen.calls if path == "/api/jwt/can")
+        assert (await client.join("room:lobby:c1"))["ok"] is True  # from the cache
+        assert sum(1 for path, _, _ in linen.calls if path == "/api/jwt/can") == asked
+
+        assert (await server.push("/api/unsubscribe", user_id="alice", room="room:lobby:c1"))[1]["sockets"] == 1
+        assert (await client.join("room:lobby:c1"))["ok"] is True
+        assert sum(1 for path, _, _ in linen.calls if path == "/api/jwt/can") == asked + 1  # asked again
+    finally:
+        await runner.cleanup()
