@@ -250,17 +250,17 @@ async def test_revocations_are_shared_and_expire(start):
     assert await shared.user_revoked("ann") is None and await shared.room_revoked("ann", "room:x") is None
 
 
-async def test_user_sockets_count_up_to_the_limit_and_a_sid_once(start):
+async def test_user_sockets_count_up_to_the_limit_and_a_recovery_in_place(start):
     first, second = (await start()).engine, (await start()).engine
     other = first if isinstance(first.broker, MemoryBroker) else second
     counts = first.user_sockets
-    assert await counts.acquire("ann", "s1", "c1", 2)
-    assert await other.user_sockets.acquire("ann", "s2", "c2", 2)
-    assert not await counts.acquire("ann", "s3", "c3", 2)
-    assert await counts.acquire("bob", "s3", "c3", 2)
-    assert await other.user_sockets.acquire("ann", "s1", "c1b", 2)  # a recovering socket takes its place
-    await counts.release("ann", "s1", "c1")  # the old connection's release changes nothing
-    assert not await counts.acquire("ann", "s4", "c4", 2)
-    await other.user_sockets.release("ann", "s1", "c1b")
-    assert await counts.acquire("ann", "s4", "c4", 2)
-    assert await counts.acquire("ann", "s5", "c5", 0)  # 0: no limit
+    assert await counts.acquire("ann", "c1", 2)
+    assert await other.user_sockets.acquire("ann", "c2", 2)
+    assert not await counts.acquire("ann", "c3", 2)
+    assert await counts.acquire("bob", "c3", 2)  # another user
+    assert await other.user_sockets.acquire("ann", "c1b", 2, replaces="c1")  # a recovery takes c1's place
+    await counts.release("ann", "c1")  # the old connection's release changes nothing
+    assert not await counts.acquire("ann", "c4", 2)
+    await other.user_sockets.release("ann", "c1b")
+    assert await counts.acquire("ann", "c4", 2)
+    assert await counts.acquire("ann", "c5", 0)  # 0: no limit

@@ -246,16 +246,17 @@ class Revocations:
 class UserSockets:
     """How many sockets each user has open over every process, for `PUSH_MAX_SOCKETS_PER_USER`.
 
-    Each socket is counted under its sid, owned by one connection (`conn`): a recovering connect keeps
-    its sid and takes its old socket's place, and the old socket's release then changes nothing.
+    Each socket is counted under its own connection id (`conn`, as in its `Session`): a recovering
+    connect counts in place of the connection it takes over, so the user's count does not change.
     """
 
-    async def acquire(self, user_id: str, sid: str, conn: str, limit: int) -> bool:
-        """Count `sid` for `user_id`; False (and nothing counted) when the user has `limit` others (0: no limit)."""
+    async def acquire(self, user_id: str, conn: str, limit: int, replaces: str | None = None) -> bool:
+        """Count `conn` for `user_id` (no longer `replaces`); False, and nothing changed, when the user has
+        `limit` other sockets (0: no limit)."""
         raise NotImplementedError
 
-    async def release(self, user_id: str, sid: str, conn: str) -> None:
-        """Stop counting `sid`, if `conn` still owns it."""
+    async def release(self, user_id: str, conn: str) -> None:
+        """Stop counting `conn` (nothing if it is not counted, as after a recovery took its place)."""
         raise NotImplementedError
 
 

@@ -219,21 +219,25 @@ class MemoryUserSockets(UserSockets):
     """The sockets of each user of this process."""
 
     def __init__(self) -> None:
-        self._sockets: dict[str, dict[str, str]] = {}  # user -> sid -> conn
+        self._conns: dict[str, set[str]] = {}  # user -> the connections counted
 
-    async def acquire(self, user_id: str, sid: str, conn: str, limit: int) -> bool:
-        sockets = self._sockets.setdefault(user_id, {})
-        if sid not in sockets and limit and len(sockets) >= limit:
+    async def acquire(self, user_id: str, conn: str, limit: int, replaces: str | None = None) -> bool:
+        conns = self._conns.setdefault(user_id, set())
+        others = len(conns) - (replaces in conns) - (conn in conns)
+        if limit and others >= limit:
+            if not conns:
+                del self._conns[user_id]
             return False
-        sockets[sid] = conn
+        conns.discard(replaces or "")
+        conns.add(conn)
         return True
 
-    async def release(self, user_id: str, sid: str, conn: str) -> None:
-        sockets = self._sockets.get(user_id)
-        if sockets is not None and sockets.get(sid) == conn:
-            del sockets[sid]
-            if not sockets:
-                del self._sockets[user_id]
+    async def release(self, user_id: str, conn: str) -> None:
+        conns = self._conns.get(user_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._conns[user_id]
 
 
 class MemoryEngine(Engine):

@@ -43,6 +43,12 @@ def _token(environ: dict[str, Any], auth: dict[str, Any]) -> object:
 
 
 @dataclass(frozen=True, slots=True)
+class _Claimed:
+    session: Session
+    rooms: list[Room]
+
+
+@dataclass(frozen=True, slots=True)
 class _Restored:
     session: Session
     rooms: list[Room]
@@ -116,19 +122,20 @@ class Connector:
         except AuthError as exc:
             self._refuse(exc.code)
         sessions = self._sessions
-        restored = await self._restore(sessions, auth, identity) if sessions is not None else None
+        claimed = await self._claim(sessions, auth, identity) if sessions is not None else None
+        conn = secrets.token_hex(8)
+        if not await self._count(identity.user_id, conn, claimed.session.conn if claimed else None):
+            if claimed and sessions is not None:  # the claimed session goes back, as it was
+                await self._store(sessions.save, claimed.session)
+                await self._store(sessions.end, claimed.session)
+            self._refuse("too_many_connections")
+        restored = await self._replay(claimed, auth.get("offset")) if claimed else None
         server = self._server
         sid = restored.session.sid if restored else server.new_sid()
-        conn = secrets.token_hex(8)
-        if not await self._count(identity.user_id, sid, conn):
-            if restored and sessions is not None:  # the claimed session goes back, as it was
-                await self._store(sessions.save, restored.session)
-                await self._store(sessions.end, restored.session)
-            self._refuse("too_many_connections")
         # No await from here to the end of the replay: the broker's position cannot move meanwhile, so
         # every push is either in the replay or delivered live to the rooms joined here, never both.
         if server.socket_of(eio_sid) is None:
-            await self._uncount(identity.user_id, sid, conn)
+            await self._uncount(identity.user_id, conn)
             return
         position = self._broker.position
         if restored:
@@ -175,9 +182,9 @@ class Connector:
         if session is not None and sessions is not None:
             await self._store(sessions.save, session)
 
-    async def _restore(self, sessions: SessionStore, auth: dict[str, Any], identity: Identity) -> _Restored | None:
-        """The session a reconnect brings back with `{pid, offset}`, and what it missed; None for a fresh one."""
-        pid, offset = auth.get("pid"), auth.get("offset")
+    async def _claim(self, sessions: SessionStore, auth: dict[str, Any], identity: Identity) -> _Claimed | None:
+        """The session a reconnect brings back with `{pid}`, and the rooms it keeps; None for a fresh one."""
+        pid = auth.get("pid")
         if not isinstance(pid, str) or not pid:
             return None
         session = await sessions.claim(pid, identity.user_id)
@@ -194,6 +201,11 @@ class Connector:
             room = parse_room(name)
             if room is not None and await self._keeps(identity, session, room):
                 rooms.append(room)
+        return _Claimed(session, rooms)
+
+    async def _replay(self, claimed: _Claimed, offset: object) -> _Restored | None:
+        """What a claimed session missed since `offset` (else since it began); None if the log lost some."""
+        session, rooms = claimed.session, claimed.rooms
         after = offset if isinstance(offset, str) and self._is_offset(offset) else session.start
         missed = await self._broker.replay(after, [room.name for room in rooms])
         if missed is None:
@@ -215,20 +227,23 @@ class Connector:
         self._metrics.connects.labels(code).inc()
         raise exceptions.ConnectionRefusedError(code, {"code": code}) from None
 
-    async def _count(self, user_id: str, sid: str, conn: str) -> bool:
-        """Count the socket for its user; False when the user is at the limit (a backend outage admits)."""
+    async def _count(self, user_id: str, conn: str, replaces: str | None) -> bool:
+        """Count the connection for its user, in place of `replaces` (the one a recovery takes over).
+
+        False when the user is at the limit; a backend outage admits.
+        """
         if self._user_sockets is None:
             return True
         try:
-            return await self._user_sockets.acquire(user_id, sid, conn, self._max_sockets_per_user)
+            return await self._user_sockets.acquire(user_id, conn, self._max_sockets_per_user, replaces)
         except BackendUnavailable:
             log.warning("sockets of user=%s not counted: backend unavailable", user_id)
             return True
 
-    async def _uncount(self, user_id: str, sid: str, conn: str) -> None:
+    async def _uncount(self, user_id: str, conn: str) -> None:
         if self._user_sockets is not None:
             try:
-                await self._user_sockets.release(user_id, sid, conn)
+                await self._user_sockets.release(user_id, conn)
             except BackendUnavailable:
                 log.warning("sockets of user=%s not released: backend unavailable", user_id)
 
@@ -284,7 +299,7 @@ class Connector:
         """Mark the session of a socket that went as ended: recoverable for the window from now."""
         if self.expiry is not None:
             self.expiry.unwatch(member)
-        await self._uncount(member.identity.user_id, sid, member.conn)
+        await self._uncount(member.identity.user_id, member.conn)
         if member.session is not None and self._sessions is not None:
             await self._store(self._sessions.end, _with_rooms(member.session, member))
 

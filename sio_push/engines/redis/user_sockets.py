@@ -1,7 +1,7 @@
 """The sockets of each user over every process, in Redis, for `PUSH_MAX_SOCKETS_PER_USER`.
 
-One hash per user (sid -> "node conn") counts the user's sockets; one set per process lists the
-(user, sid) pairs it counted, and one set lists the processes that counted any, so that when a process
+One hash per user (conn -> node) counts the user's sockets; one set per process lists the
+(user, conn) pairs it counted, and one set lists the processes that counted any, so that when a process
 dies the reaper releases its counts. Acquiring and releasing are Lua scripts: the check of the limit
 and the count are one step.
 """
@@ -17,39 +17,36 @@ from ..base import UserSockets
 from .errors import translated
 from .nodes import DEAD_AFTER, Nodes
 
-# KEYS: the user's hash, the node's set, the set of nodes; ARGV: sid, "node conn", limit (0: none),
-# the node set's member, the node's id.
+# KEYS: the user's hash, the node's set, the set of counting nodes.
+# ARGV: conn, node id, limit (0: none), the conn it replaces ("": none), the node set's member.
 _ACQUIRE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and tonumber(ARGV[3]) > 0
-   and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
-  return 0
-end
+local others = redis.call('HLEN', KEYS[1]) - redis.call('HEXISTS', KEYS[1], ARGV[1])
+if ARGV[4] ~= '' then others = others - redis.call('HEXISTS', KEYS[1], ARGV[4]) end
+if tonumber(ARGV[3]) > 0 and others >= tonumber(ARGV[3]) then return 0 end
+if ARGV[4] ~= '' then redis.call('HDEL', KEYS[1], ARGV[4]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('SADD', KEYS[3], ARGV[2])
 return 1
 """
 
-# KEYS: the user's hash, the node's set; ARGV: sid, "node conn", the node set's member.
+# KEYS: the user's hash, the node's set; ARGV: conn, node id, the node set's member.
 _RELEASE = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('SREM', KEYS[2], ARGV[3])
-end
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('SREM', KEYS[2], ARGV[3])
 return 1
 """
 
-# KEYS: the dead node's set; ARGV: the users' hash prefix, the node's id followed by a space.
+# KEYS: the dead node's set; ARGV: the users' hash prefix, the node's id.
 _REAP = """
 local released = 0
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local space = string.find(member, ' ', 1, true)
   if space then
     local hash = ARGV[1] .. string.sub(member, 1, space - 1)
-    local sid = string.sub(member, space + 1)
-    local owner = redis.call('HGET', hash, sid)
-    if owner and string.sub(owner, 1, #ARGV[2]) == ARGV[2] then
-      redis.call('HDEL', hash, sid)
+    local conn = string.sub(member, space + 1)
+    if redis.call('HGET', hash, conn) == ARGV[2] then
+      redis.call('HDEL', hash, conn)
       released = released + 1
     end
   end
@@ -82,15 +79,14 @@ class RedisUserSockets(UserSockets):
         return [self._user_prefix + user_id, self._node_prefix + node_id]
 
     @translated
-    async def acquire(self, user_id: str, sid: str, conn: str, limit: int) -> bool:
-        owner = f"{self._node_id} {conn}"
+    async def acquire(self, user_id: str, conn: str, limit: int, replaces: str | None = None) -> bool:
         keys = [*self._keys(user_id, self._node_id), self._counting]
-        return bool(await self._acquire(keys=keys, args=[sid, owner, limit, f"{user_id} {sid}", self._node_id]))
+        args = [conn, self._node_id, limit, replaces or "", f"{user_id} {conn}"]
+        return bool(await self._acquire(keys=keys, args=args))
 
     @translated
-    async def release(self, user_id: str, sid: str, conn: str) -> None:
-        owner = f"{self._node_id} {conn}"
-        await self._release(keys=self._keys(user_id, self._node_id), args=[sid, owner, f"{user_id} {sid}"])
+    async def release(self, user_id: str, conn: str) -> None:
+        await self._release(keys=self._keys(user_id, self._node_id), args=[conn, self._node_id, f"{user_id} {conn}"])
 
     @translated
     async def reap(self) -> int:
@@ -109,6 +105,6 @@ class RedisUserSockets(UserSockets):
             beat = await self._nodes.last_beat(node_id)
             if beat is None or now - beat > DEAD_AFTER:
                 keys = [self._node_prefix + node_id]
-                released += int(await self._reap(keys=keys, args=[self._user_prefix, node_id + " "]))
+                released += int(await self._reap(keys=keys, args=[self._user_prefix, node_id]))
                 await self._redis.srem(self._counting, node_id)
         return released
