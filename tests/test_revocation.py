@@ -275,3 +275,20 @@ async def test_unsubscribe_forgets_a_cached_callback_decision(make_server, clien
         assert sum(1 for path, _, _ in linen.calls if path == "/api/jwt/can") == asked + 1  # asked again
     finally:
         await runner.cleanup()
+
+
+async def test_unsubscribe_reaches_a_session_waiting_for_its_client(server, node_clients):
+    env = {"RECONNECTION_DELAY": "1500"}
+    client: NodeClient = await node_clients(server.url, make_token("ivo", rooms=ALL_ROOMS), "room:lobby:c1", env=env)
+    first = await client.next("connect")
+    assert (await client.next("ack"))["answer"]["ok"] is True
+    await client.send(cmd="drop")
+    await client.next("disconnect")
+    # No socket to act on: the stored session, ended before the revocation, loses the room on recovery.
+    assert (await server.push("/api/unsubscribe", user_id="ivo", room="room:lobby:c1"))[1]["sockets"] == 0
+    await server.push("/api/channel", channel_id="c1", n=1)
+    again = await client.next("connect")
+    assert again["recovered"] is True and again["id"] == first["id"]
+    await server.push("/api/channel", channel_id="c1", n=2)
+    await server.push("/api/user", user_id="ivo", n=3)
+    assert (await client.next("new_msg"))["args"][0]["n"] == 3

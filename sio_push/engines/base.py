@@ -139,6 +139,7 @@ class Session:
     node: str
     ended_at: float | None = None
     since: tuple[str, ...] = ()  # the broker's position when each of `rooms` was joined, in the same order
+    saved_at: float | None = None  # unix time of its last change (a revocation after it is not in it yet)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

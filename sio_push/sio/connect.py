@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -56,7 +57,7 @@ class _Restored:
 
 
 def _with_rooms(session: Session, member: Member) -> Session:
-    return replace(session, rooms=tuple(member.joined), since=tuple(member.joined.values()))
+    return replace(session, rooms=tuple(member.joined), since=tuple(member.joined.values()), saved_at=time.time())
 
 
 class Connector:
@@ -156,6 +157,7 @@ class Connector:
                 conn,
                 self._node,
                 since=tuple(joined.values()),
+                saved_at=time.time(),
             )
         server.register(eio_sid, sid)
         self._fanout.reply_connect(eio_sid, {"sid": sid, "pid": session.pid} if session else {"sid": sid})

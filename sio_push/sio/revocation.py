@@ -69,17 +69,22 @@ class Revoked:
         return not issued_before(identity, await self._room(identity.user_id, room))
 
     async def recoverable(self, session: Session) -> bool:
-        """False for a session that ended (or was live) before its user was disconnected by the backend."""
+        """False for a session last changed before its user was disconnected by the backend."""
         return _after(session, await self._user(session.user_id))
 
     async def keeps(self, session: Session, room: str) -> bool:
-        """Whether a recovered session keeps `room`: not if it was revoked after the session last saved it."""
+        """Whether a recovered session keeps `room`: not if it was revoked after the session last saved it.
+
+        A session saved after the revocation had its sockets taken out of the room then (or joined
+        it again with a newer token).
+        """
         return _after(session, await self._room(session.user_id, room))
 
 
 def _after(session: Session, at: float | None) -> bool:
-    """Whether `session` was saved (it ended) after a revocation made at `at` (None: no revocation)."""
-    return at is None or (session.ended_at is not None and session.ended_at > at)
+    """Whether `session` last changed after a revocation made at `at` (None: no revocation)."""
+    changed = session.ended_at or session.saved_at
+    return at is None or (changed is not None and changed > at)
 
 
 class Revoker:
