@@ -21,6 +21,7 @@ the session that a reconnect took over.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +29,8 @@ from typing import Any
 
 from ..config import Settings
 from ..presence import Meta, State, phx_refs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +215,14 @@ class Control:
         """Start receiving the other processes' commands."""
 
     async def _run(self, command: Command) -> int:
-        return await self._handle(command) if self._handle is not None else 0
+        """This process's count for `command` (0, logged, if its handler fails)."""
+        if self._handle is None:
+            return 0
+        try:
+            return await self._handle(command)
+        except Exception:
+            log.exception("control command %r failed", str(command.get("op"))[:64])
+            return 0
 
     async def request(self, command: Command) -> int:
         raise NotImplementedError

@@ -104,7 +104,7 @@ class RedisControl(Control):
         try:
             body: Any = json.loads(data)
             request_id = str(body["id"])
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, IndexError):
             log.warning("control: a message that is not ours on %s; ignored", channel.decode(errors="replace"))
             return
         if channel.decode() == self._replies:
@@ -117,12 +117,11 @@ class RedisControl(Control):
         task.add_done_callback(self._running.discard)
 
     async def _answer(self, body: dict[str, Any]) -> None:
-        count = 0
+        command, reply = body.get("command"), body.get("reply")
+        count = await self._run(command) if isinstance(command, dict) else 0
+        if not isinstance(reply, str) or not reply:
+            return
         try:
-            count = await self._run(body["command"])
-        except Exception:
-            log.exception("control command failed")
-        try:
-            await self._publish(str(body["reply"]), json.dumps({"id": body["id"], "count": count}))
+            await self._publish(reply, json.dumps({"id": body["id"], "count": count}))
         except BackendUnavailable as exc:
             log.warning("control: reply not sent (%s)", exc)
