@@ -18,7 +18,18 @@ from aiohttp import web
 
 from sio_push.keys import ENGINE, SOCKETS
 
-from .conftest import ALL_ROOMS, SERVICE_KEY, TIMEOUT, Client, Server, make_token, serve_app
+from .conftest import (
+    ALL_ROOMS,
+    SERVICE_KEY,
+    TIMEOUT,
+    Client,
+    RedisServer,
+    Server,
+    base_settings,
+    make_token,
+    serve_app,
+    start_server,
+)
 from .node_client import NodeClient
 from .processes import ServerProcess
 from .test_callback_auth import FakeLinen
@@ -292,3 +303,20 @@ async def test_unsubscribe_reaches_a_session_waiting_for_its_client(server, node
     await server.push("/api/channel", channel_id="c1", n=2)
     await server.push("/api/user", user_id="ivo", n=3)
     assert (await client.next("new_msg"))["args"][0]["n"] == 3
+
+
+async def test_revocations_answer_503_while_redis_is_down():
+    redis = RedisServer()
+    redis.start()
+    server = await start_server(base_settings(redis_url=redis.url))
+    try:
+        assert (await server.push("/api/disconnect", user_id="oto"))[0] == 200
+        redis.kill()
+        for path, body in (
+            ("/api/disconnect", {"user_id": "oto"}),
+            ("/api/unsubscribe", {"user_id": "oto", "room": "room:x"}),
+        ):
+            assert await server.push(path, **body) == (503, {"status": 503, "error": "backend_unavailable"})
+    finally:
+        redis.kill()
+        await server.runner.cleanup()
