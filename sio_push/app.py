@@ -15,6 +15,7 @@ from .keys import ADMISSION, AUTH, ENGINE, METRICS, SETTINGS, SOCKETS
 from .metrics import Metrics
 from .shims.aiohttp import SocketSite, open_connections
 from .sio import create_socket_layer
+from .webhooks import Webhooks, webhooks_ctx
 
 SOCKETIO_PATH = "socket.io"
 # The kernel's queue of connections not yet accepted. aiohttp's default (128) overflows in a reconnect
@@ -64,6 +65,10 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_engine_ctx)
     app.cleanup_ctx.append(_auth_ctx)
+    if settings.webhook_url and settings.webhook_secret:
+        webhooks = Webhooks(settings, engine.occupancy, metrics)
+        sockets.watch.add_listener(webhooks.changed)
+        app.cleanup_ctx.append(webhooks_ctx(webhooks))
     return app
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from sio_push.engines import Change, Counts, Engine, Push, Session, SessionStore, create_engine
+from sio_push.engines import Change, Counts, Engine, MemoryBroker, Push, Session, SessionStore, create_engine
 
 from .conftest import TIMEOUT, base_settings
 
@@ -227,8 +227,20 @@ async def test_occupancy_counts_users_and_sockets_and_reports_each_transition(st
     left = await occupancy.exit("room:r", "s2")
     assert left is not None and (left.counts, left.member_changed, left.room_changed) == (Counts(1, 1), True, False)
     left = await occupancy.exit("room:r", "s3")
-    assert left == Change("room:r", "bob", Counts(0, 0), room_changed=True, member_changed=True)
+    assert left == Change("room:r", "bob", Counts(0, 0), room_changed=True, member_changed=True, entered=False)
     assert await occupancy.counts("room:r") == Counts(0, 0)
+
+
+async def test_webhook_marks_are_set_once_and_cleared_only_when_the_room_or_member_is_empty(start):
+    occupancy = (await start()).engine.occupancy
+    await occupancy.enter("room:r", "ann", "s1")
+    assert await occupancy.announce("room:r") and await occupancy.announce("room:r", "ann")
+    assert not await occupancy.announce("room:r") and not await occupancy.announce("room:r", "ann")
+    assert not await occupancy.retract("room:r") and not await occupancy.retract("room:r", "ann")  # still there
+    await occupancy.exit("room:r", "s1")
+    assert await occupancy.retract("room:r", "ann") and await occupancy.retract("room:r")
+    assert not await occupancy.retract("room:r")  # cleared once
+    assert await occupancy.announce("room:r")
 
 
 async def test_occupancy_lists_occupied_rooms_by_prefix_in_name_order(start):
@@ -269,7 +281,7 @@ async def test_occupancy_of_a_process_that_died_is_reaped_and_reported(start):
     await survivor.occupancy.enter("room:r", "bob", "s2")
     await dying.close()  # its heartbeat stops: after DEAD_AFTER, the survivor reaps it
     change = await asyncio.wait_for(reaped.get(), TIMEOUT + 5)
-    assert change == Change("room:r", "ann", Counts(1, 1), room_changed=False, member_changed=True)
+    assert change == Change("room:r", "ann", Counts(1, 1), room_changed=False, member_changed=True, entered=False)
     assert await survivor.occupancy.counts("room:r") == Counts(1, 1)
 
 
@@ -287,3 +299,60 @@ async def test_presence_first_reads_the_first_users_by_id_with_all_their_metas(s
     await presence.leave("room:r", "s4")
     assert sorted(await presence.first("room:r", 100)) == ["bob", "cat", "dan"]
     assert await presence.first("room:none", 5) == {}
+
+
+async def test_a_session_is_claimed_only_for_its_own_user(start):
+    sessions, session = await _saved(start, 60)
+    assert await sessions.claim("pid-1", "someone-else") is None
+    assert await sessions.claim("pid-1", "ann") == session  # the failed claim left it intact
+    await sessions.save(session)
+    await sessions.drop("pid-1")
+    assert await sessions.claim("pid-1", "ann") is None
+
+
+async def test_control_commands_reach_every_process_and_counts_add_up(start):
+    engines = [(await start()).engine for _ in range(2)]
+    seen: list[tuple[str, dict[str, Any]]] = []
+    for n, engine in enumerate(engines):
+
+        async def handle(command: dict[str, Any], name: str = engine.node_id, count: int = n + 1) -> int:
+            seen.append((name, command))
+            return count
+
+        engine.control.serve(handle)
+    command = {"op": "test", "user_id": "ann"}
+    total = await engines[0].control.request(command)
+    if isinstance(engines[0].broker, MemoryBroker):  # memory: each engine is its own world
+        assert total == 1 and seen == [(engines[0].node_id, command)]
+    else:
+        assert total == 3 and sorted(seen, key=lambda s: s[0]) == sorted(
+            [(e.node_id, command) for e in engines], key=lambda s: s[0]
+        )
+
+
+async def test_revocations_are_shared_and_expire(start):
+    first, second = (await start(revocation_seconds=0.5)).engine, (await start(revocation_seconds=0.5)).engine
+    shared = first.revocations if isinstance(first.broker, MemoryBroker) else second.revocations
+    await first.revocations.revoke_user("ann", 1000.5)
+    await first.revocations.revoke_room("ann", "room:x", 2000.25)
+    assert await shared.user_revoked("ann") == 1000.5
+    assert await shared.room_revoked("ann", "room:x") == 2000.25
+    assert await shared.room_revoked("ann", "room:y") is None and await shared.user_revoked("bob") is None
+    await asyncio.sleep(0.7)  # the behaviour under test is the clock itself: the records expire
+    assert await shared.user_revoked("ann") is None and await shared.room_revoked("ann", "room:x") is None
+
+
+async def test_user_sockets_count_up_to_the_limit_and_a_recovery_in_place(start):
+    first, second = (await start()).engine, (await start()).engine
+    other = first if isinstance(first.broker, MemoryBroker) else second
+    counts = first.user_sockets
+    assert await counts.acquire("ann", "c1", 2)
+    assert await other.user_sockets.acquire("ann", "c2", 2)
+    assert not await counts.acquire("ann", "c3", 2)
+    assert await counts.acquire("bob", "c3", 2)  # another user
+    assert await other.user_sockets.acquire("ann", "c1b", 2, replaces="c1")  # a recovery takes c1's place
+    await counts.release("ann", "c1")  # the old connection's release changes nothing
+    assert not await counts.acquire("ann", "c4", 2)
+    await other.user_sockets.release("ann", "c1b")
+    assert await counts.acquire("ann", "c4", 2)
+    assert await counts.acquire("ann", "c5", 0)  # 0: no limit

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import engineio
 import pytest
+import socketio
 from aiohttp import web
 from engineio import async_server, async_socket
 from engineio.async_drivers import aiohttp as eio_aiohttp
@@ -24,6 +25,7 @@ from engineio.async_socket import AsyncSocket
 
 from sio_push.shims.aiohttp import SocketSite, open_connections, websocket_transport
 from sio_push.shims.engineio import DirectSocket, LightQueue, PushEngine
+from sio_push.shims.socketio import IndexedManager, PushServer
 
 TIMEOUT = 5.0
 
@@ -205,6 +207,79 @@ async def test_websocket_transport_finds_the_transport_of_an_open_aiohttp_websoc
         assert closed_transport is None
     finally:
         await runner.cleanup()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# python-socketio (sio_push/shims/socketio.py)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ours", "base", "name"),
+    [
+        (PushServer, socketio.AsyncServer, "_engineio_server_class"),
+        (PushServer, socketio.AsyncServer, "_handle_eio_connect"),
+        (PushServer, socketio.AsyncServer, "_handle_connect"),
+        (PushServer, socketio.AsyncServer, "_handle_eio_message"),
+        (IndexedManager, socketio.AsyncManager, "basic_enter_room"),
+        (IndexedManager, socketio.AsyncManager, "basic_leave_room"),
+        (IndexedManager, socketio.AsyncManager, "get_rooms"),
+        (IndexedManager, socketio.AsyncManager, "basic_disconnect"),
+    ],
+)
+def test_overridden_socketio_methods_keep_their_signatures(ours, base, name):
+    theirs, mine = getattr(base, name), getattr(ours, name)
+    assert mine is not theirs
+    assert _shape(mine) == _shape(theirs)
+    assert inspect.iscoroutinefunction(mine) == inspect.iscoroutinefunction(theirs)
+
+
+def test_socketio_server_privates_the_shim_calls():
+    server = socketio.AsyncServer(async_mode="aiohttp")
+    # PushServer.refuse and _ack send through _send_packet; _event hands on to _handle_event
+    assert [p[0] for p in _shape(server._send_packet)] == ["eio_sid", "pkt"]
+    assert [p[0] for p in _shape(server._handle_event)] == ["eio_sid", "namespace", "id", "data"]
+    assert [p[0] for p in _shape(server._handle_disconnect)] == ["eio_sid", "namespace", "reason"]
+    assert isinstance(server.environ, dict)
+    assert server.reason.CLIENT_DISCONNECT and server.reason.SERVER_DISCONNECT
+    # the connect path of python-socketio that _handle_connect replaces still ends in a CONNECT reply
+    assert "packet.CONNECT" in _source(socketio.AsyncServer._handle_connect)
+
+
+def test_stock_message_dispatch_still_handles_the_packet_types_the_shim_handles():
+    """_handle_eio_message is replaced whole: a new packet type upstream must be looked at here."""
+    source = _source(socketio.AsyncServer._handle_eio_message)
+    handled = set(re.findall(r"packet\.([A-Z_]+)", source))
+    assert handled == {"CONNECT", "DISCONNECT", "EVENT", "ACK", "BINARY_EVENT", "BINARY_ACK", "CONNECT_ERROR"}
+    assert "_binary_packet" in source
+
+
+def test_socketio_manager_structures_the_shim_reads():
+    manager = socketio.AsyncManager()
+    manager.set_server(socketio.AsyncServer(async_mode="aiohttp"))
+    manager.basic_enter_room("sid1", "/", None, eio_sid="eio1")
+    manager.basic_enter_room("sid1", "/", "room:lobby:a")
+    # PushServer.members_of reads rooms[namespace][room] as {sid: eio_sid}
+    assert manager.rooms["/"]["room:lobby:a"] == {"sid1": "eio1"}
+    # IndexedManager.basic_disconnect clears these as the stock one does
+    assert isinstance(manager.callbacks, dict)
+    assert isinstance(manager.pending_connect, dict) and isinstance(manager.pending_disconnect, dict)
+    assert manager.sid_from_eio_sid("eio1", "/") == "sid1" and manager.eio_sid_from_sid("sid1", "/") == "eio1"
+
+
+def test_indexed_manager_agrees_with_the_stock_manager():
+    ours, stock = IndexedManager(), socketio.AsyncManager()
+    for manager in (ours, stock):
+        manager.set_server(socketio.AsyncServer(async_mode="aiohttp"))
+        manager.basic_enter_room("s", "/", None, eio_sid="e")
+        manager.basic_enter_room("s", "/", "s", eio_sid="e")
+        for room in ("a", "b", "c"):
+            manager.basic_enter_room("s", "/", room)
+        manager.basic_leave_room("s", "/", "b")
+    assert sorted(ours.get_rooms("s", "/")) == sorted(r for r in stock.get_rooms("s", "/") if r is not None)
+    assert ours.room_count("s", "/") == 3  # its sid room, a and c
+    ours.basic_disconnect("s", "/")
+    assert ours.get_rooms("s", "/") == [] and "a" not in ours.rooms.get("/", {})
 
 
 async def test_open_connections_counts_what_aiohttps_server_holds():

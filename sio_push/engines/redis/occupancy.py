@@ -3,8 +3,9 @@
 Per room, a hash of counters (`s` sockets, `u` users, `m:<user>` the user's sockets, `L` when the room is
 large) and a hash of its sockets (`<node>/<sid>` -> user id); a sorted set of the occupied rooms' names
 (for listing by prefix); per process, a set of its entries (`<room>\\n<sid>`) so that another process can
-reap them when it dies. Each enter and exit is one Lua script: the counts, the large-room switch and the
-bookkeeping change together, so exactly one Change reports each transition.
+reap them when it dies; per room, a hash of the webhook marks (`occ-hook:<room>`). Each enter and exit
+is one Lua script: the counts, the large-room switch and the bookkeeping change together, so exactly one
+Change reports each transition.
 """
 
 from __future__ import annotations
@@ -75,6 +76,16 @@ end
 return {user, u, s, s == 0 and 1 or 0, n <= 0 and 1 or 0, L, switched}
 """
 
+# KEYS: the room's announced marks, its counters. ARGV: the mark ('' for the room, else the user id).
+_ANNOUNCE = "return redis.call('HSETNX', KEYS[1], ARGV[1], 1)"
+
+# KEYS and ARGV as _ANNOUNCE. Clears the mark only when the room (or the user in it) has no socket.
+_RETRACT = """
+local counter = ARGV[1] == '' and 's' or ('m:' .. ARGV[1])
+if (tonumber(redis.call('HGET', KEYS[2], counter)) or 0) > 0 then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+
 
 class RedisOccupancy(Occupancy):
     """Room counts of every process's sockets.
@@ -92,6 +103,8 @@ class RedisOccupancy(Occupancy):
         self._nodes = nodes
         self._enter = client.register_script(_ENTER)
         self._exit = client.register_script(_EXIT)
+        self._announce = client.register_script(_ANNOUNCE)
+        self._retract = client.register_script(_RETRACT)
 
     def _keys(self, room: str, node_id: str) -> list[str]:
         p = self._key_prefix
@@ -119,7 +132,9 @@ class RedisOccupancy(Occupancy):
             return None
         user, users, sockets, vacated, last, large, switched = done
         counts = Counts(users, sockets)
-        return Change(room, user.decode(), counts, bool(vacated), bool(last), bool(large), bool(switched))
+        return Change(
+            room, user.decode(), counts, bool(vacated), bool(last), bool(large), bool(switched), entered=False
+        )
 
     @translated
     async def counts(self, room: str) -> Counts:
@@ -139,6 +154,17 @@ class RedisOccupancy(Occupancy):
                 pipe.hmget(f"{self._key_prefix}occ:{name}", ["u", "s"])
             counted = await pipe.execute()
         return [(name, Counts(int(u or 0), int(s or 0))) for name, (u, s) in zip(found, counted, strict=True)]
+
+    def _marks(self, room: str) -> list[str]:
+        return [f"{self._key_prefix}occ-hook:{room}", f"{self._key_prefix}occ:{room}"]
+
+    @translated
+    async def announce(self, room: str, user_id: str | None = None) -> bool:
+        return bool(await self._announce(keys=self._marks(room), args=[user_id or ""]))
+
+    @translated
+    async def retract(self, room: str, user_id: str | None = None) -> bool:
+        return bool(await self._retract(keys=self._marks(room), args=[user_id or ""]))
 
     async def reap(self) -> None:
         """Exit every entry of the processes that died; their Changes go to the watcher."""
