@@ -35,7 +35,8 @@ class Sizes:
     storm_rate: float = 10.0  # pushes/s to the big room during the storm
     storm_small_sockets: int = 5
     storm_small_rate: float = 20.0
-    storm_quiet_s: float = 5.0
+    crowd_quiet_s: float = 5.0  # storm, drain: pushes flow this long before the drop
+    crowd_tail_s: float = 3.0  # storm, drain: and this long after every socket is back
     drain_sockets: int = 5000
     drain_rate: float = 10.0
     soak_sockets: int = 10_000
@@ -67,13 +68,14 @@ QUICK = Sizes(
     latency_seconds=1.0,
     bigroom_sockets=40,
     storm_sockets=40,
-    storm_quiet_s=1.0,
+    crowd_quiet_s=1.0,
+    crowd_tail_s=0.5,
     drain_sockets=40,
     soak_sockets=40,
-    soak_seconds=6.0,
+    soak_seconds=3.0,
     soak_churn=5,
     soak_room_size=10,
-    soak_sample_s=1.0,
+    soak_sample_s=0.5,
 )
 
 
@@ -151,7 +153,7 @@ _CHECK_KEYS = (
     *_PROBLEM_KEYS,
     *("sockets", "expected", "delivered", "connect_errors", "push_statuses", "other_events", "other_event_names"),
     *("pings_answered", "setup_s", "setup_connect_s", "setup_settled"),
-    *("reconnect_errors", "churn_errors"),
+    *("reconnect_errors", "churn_errors", "lost_examples"),
 )
 
 

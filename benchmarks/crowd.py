@@ -95,10 +95,12 @@ async def storm(ctx: Context, server: Running, outcome: Outcome) -> None:
         "rate": s.storm_rate,
         "small_sockets": s.storm_small_sockets,
         "small_rate": s.storm_small_rate,
-        "quiet_s": s.storm_quiet_s,
+        "quiet_s": s.crowd_quiet_s,
+        "tail_s": s.crowd_tail_s,
         "concurrency": s.connect_concurrency,
         "payload_bytes": s.payload_bytes,
         "connect_timeout_s": 20,  # socket.io-client's default `timeout`
+        "idle_timeout_s": 5,  # after the tail, what has not come within 5 s is lost
     }
     result = await drive(ctx, server, outcome, config)
     _losses_are_figures(outcome, result)
@@ -121,9 +123,12 @@ async def drain(ctx: Context, server: Running, outcome: Outcome) -> None:
             "sockets": s.drain_sockets,
             "rate": s.drain_rate,
             "port_b": other.port,
+            "quiet_s": s.crowd_quiet_s,
+            "tail_s": s.crowd_tail_s,
             "concurrency": s.connect_concurrency,
             "payload_bytes": s.payload_bytes,
             "connect_timeout_s": 20,
+            "idle_timeout_s": 5,  # after the tail, what has not come within 5 s is lost
         }
         result = await drive(ctx, server, outcome, config, terminate)
     outcome.server_cpu_pct = None  # the measured server is the one that went away

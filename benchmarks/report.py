@@ -154,7 +154,7 @@ def _details(outcomes: Sequence[Outcome]) -> list[str]:
         figures = ", ".join(f"{k} {v:,.2f}" for k, v in o.figures.items() if math.isfinite(v))
         names = o.checks.get("other_event_names") or {}
         others = f"; other events: {json.dumps(names)}" if names else ""
-        for key in ("flat", "chart", "reconnect_errors", "churn_errors", "presence_settled"):
+        for key in ("flat", "chart", "reconnect_errors", "churn_errors", "presence_settled", "lost_examples"):
             if o.checks.get(key) not in (None, {}):
                 others += f"; {key}: {json.dumps(o.checks[key])}"
         if o.tolerate:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks import procs, report
 from benchmarks.common import FULL, QUICK, Context, Outcome
-from benchmarks.scenarios import GROUPS, SCENARIOS, run_one
+from benchmarks.scenarios import GROUPS, QUICK_SET, SCENARIOS, run_one
 from benchmarks.servers import (
     BENCH_DIR,
     NODE,
@@ -67,7 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         metavar="SCENARIO",
         help=f"run only these scenarios (repeatable or comma separated): {', '.join(SCENARIOS)}, "
-        f"or the groups {', '.join(GROUPS)} (default: core; --quick: every scenario)",
+        f"or the groups {', '.join(GROUPS)} (default: core; --quick: {', '.join(QUICK_SET)})",
     )
     p.add_argument(
         "--engine",
@@ -145,7 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     if not servers or any(s not in SERVERS for s in servers):
         p.error(f"--servers takes {' and/or '.join(SERVERS)}")
-    default = list(SCENARIOS) if args.quick else list(GROUPS["core"])
+    default = list(QUICK_SET if args.quick else GROUPS["core"])
     args.scenarios = list(dict.fromkeys(only)) or default
     args.servers = servers
     if args.processes < 1:
@@ -271,7 +271,7 @@ def _sizes_text(args: argparse.Namespace) -> str:
         "storm": f"storm {sizes.storm_sockets} sockets in room:bench drop at once and reconnect (1 s +- 50%, "
         f"then socket.io-client's backoff) while {sizes.storm_rate:g} pushes/s go to it; "
         f"{sizes.storm_small_sockets} sockets in room:bench-small get {sizes.storm_small_rate:g} pushes/s; "
-        f"{sizes.storm_quiet_s:g} s quiet first",
+        f"pushes flow {sizes.crowd_quiet_s:g} s before the drop and {sizes.crowd_tail_s:g} s after the last return",
         "drain": f"drain {sizes.drain_sockets} sockets on one of two processes, SIGTERM, "
         f"{sizes.drain_rate:g} pushes/s through the other",
         "soak": f"soak {sizes.soak_sockets} sockets in rooms of {sizes.soak_room_size} for {sizes.soak_seconds:g} s, "

@@ -101,6 +101,9 @@ GROUPS = {
     "core": ("connect", "memory", "fanout", "latency"),
     "crowd": ("bigroom", "bigroom_burst", "storm", "drain"),
 }
+# What --quick runs by default: every scenario that takes a few seconds at tiny sizes (drain and soak
+# take longer; `--quick --only drain,soak` runs them).
+QUICK_SET = (*GROUPS["core"], "bigroom", "bigroom_burst", "storm")
 # Scenarios that run two processes sharing a Redis, whatever engine was asked for.
 NEEDS_REDIS = frozenset({"drain"})
 

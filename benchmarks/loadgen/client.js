@@ -44,7 +44,7 @@ class Tally {
     this.otherEventNames = {};
     this.unexpectedCloses = 0;
     this.pings = 0;
-    this.frames = 0; // every frame received, for telling when the sockets have gone quiet
+    this.frames = 0; // every frame received but pings, for telling when the sockets have gone quiet
     this.onDelivery = null; // (clientIndex, seq) => void, set by a scenario
     this.onComplete = null; // set while a scenario waits for its last delivery
     this.trackOffsets = false; // keep each socket's last offset (recovery)
@@ -163,6 +163,13 @@ class RawClient {
   }
 
   onFrame(buf, isBinary) {
+    if (!isBinary && buf.length === 1 && buf[0] === CH_2) {
+      // A ping: answered, and not counted as traffic (with thousands of sockets pings never stop, and
+      // the sockets must still count as quiet).
+      this.tally.pings += 1;
+      this.ws.send('3');
+      return;
+    }
     this.tally.frames += 1;
     if (isBinary) {
       this.tally.malformed += 1;
@@ -175,11 +182,6 @@ class RawClient {
       } else {
         this.countOtherEvent(buf);
       }
-      return;
-    }
-    if (c0 === CH_2 && buf.length === 1) {
-      this.tally.pings += 1;
-      this.ws.send('3');
       return;
     }
     this.onControl(buf.toString('utf8'));
@@ -252,6 +254,7 @@ class RawClient {
       }
       if (this.recover) {
         const recovered = this.pid !== null && reply.pid === this.pid;
+        this.wasRecovered = recovered;
         if (recovered) this.tally.recovered += 1;
         else this.tally.notRecovered += 1;
         if (recovered) {

@@ -162,14 +162,19 @@ function exactness(clients, sent) {
   let lost = 0;
   let worst = 0;
   let socketsWithLoss = 0;
+  const examples = []; // a few (socket, seq) lost, and when that socket came back, to look into
   for (const c of clients) {
     let missing = 0;
-    for (let seq = 0; seq < sent; seq += 1) if (c.seen[seq] === 0) missing += 1;
+    for (let seq = 0; seq < sent; seq += 1) {
+      if (c.seen[seq] !== 0) continue;
+      missing += 1;
+      if (examples.length < 10) examples.push({ socket: c.index, seq, recovered: c.wasRecovered, offset: c.offset });
+    }
     lost += missing;
     worst = Math.max(worst, missing);
     if (missing) socketsWithLoss += 1;
   }
-  return { lost, sockets_with_loss: socketsWithLoss, max_lost_per_socket: worst };
+  return { lost, sockets_with_loss: socketsWithLoss, max_lost_per_socket: worst, lost_examples: examples };
 }
 
 async function runBigroom(tally) {
