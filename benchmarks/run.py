@@ -239,7 +239,7 @@ def _header(
         pinning = f"server on CPU {sorted(server_cpus)}, load generator on CPU {sorted(gen_cpus or ())}"
     return {
         "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _commit(),
+        "commit": args.commit,
         "command": "python -m benchmarks " + shlex.join(args.argv),
         "mode": f"{'quick' if args.quick else 'full'}, {args.repeat} repetition(s), a fresh server for every run",
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}, "
@@ -314,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     args.argv = argv
+    args.commit = _commit()  # before the run: what was measured, whatever changes while it runs
     if not (NODE_MODULES / "socket.io").is_dir():
         print(f"benchmarks: {NODE_MODULES} is missing; install it with: npm ci --prefix benchmarks", file=sys.stderr)
         return 2
