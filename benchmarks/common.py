@@ -112,6 +112,7 @@ class Outcome:
     error: str | None = None
     settings: dict[str, str] = field(default_factory=dict)  # how the server was started (secrets hidden)
     tolerate: tuple[str, ...] = ()  # checks reported but not counted as problems (the peer's losses)
+    measured: tuple[str, ...] = ()  # checks that are problems, but leave the run's other figures valid
     series: list[dict[str, float]] = field(default_factory=list)  # the soak's samples
 
     @property
@@ -135,6 +136,11 @@ class Outcome:
         if self.checks.get("setup_settled") is False:
             found.append("the traffic caused by connecting had not died down when the measurement began")
         return found
+
+    @property
+    def figures_valid(self) -> bool:
+        """Whether the figures count: no problem, or only those the scenario measures (storm's losses)."""
+        return not [p for p in self.problems if p.split("=", 1)[0] not in self.measured]
 
 
 Runner = Callable[[Context, Running, Outcome], Awaitable[None]]

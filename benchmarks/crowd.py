@@ -59,12 +59,11 @@ def _take(outcome: Outcome, result: dict[str, Any], names: tuple[str, ...]) -> N
 
 
 def _losses_are_figures(outcome: Outcome, result: dict[str, Any]) -> None:
-    """Lost and doubled pushes are what storm and drain measure: figures of both servers.
-
-    For sio-push (recovery on) any loss is also a problem; the Node peer's losses are reported only.
-    """
+    """Lost and doubled pushes are what storm and drain measure: figures of both servers, and the run's
+    other figures stand. For sio-push (recovery on) any loss is also a problem; the peer's are reported."""
     result["pushes_lost"] = result.get("lost", 0)
     result["pushes_doubled"] = result.get("duplicates", 0)
+    outcome.measured = ("lost", "duplicates")
     if outcome.server == NODE:
         outcome.tolerate = ("lost", "duplicates")
 

@@ -34,7 +34,7 @@ class Row:
 
 
 def _figure(outcome: Outcome | None, figure: str) -> float:
-    if outcome is None or outcome.problems:
+    if outcome is None or not outcome.figures_valid:
         return NAN
     value = outcome.figures.get(figure, NAN)
     return value if math.isfinite(value) else NAN

@@ -240,7 +240,7 @@ def _header(
     return {
         "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": args.commit,
-        "command": "python -m benchmarks " + shlex.join(args.argv),
+        "command": " ".join(("python -m benchmarks", shlex.join(args.argv))).strip(),
         "mode": f"{'quick' if args.quick else 'full'}, {args.repeat} repetition(s), a fresh server for every run",
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}, "
         f"Python {platform.python_version()}, Node {_node_version(args.node)}, {redis_version()}; "

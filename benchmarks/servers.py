@@ -87,7 +87,9 @@ class ServerSpec:
         shown = {"command": " ".join(_short(a) for a in self.argv), "PORT": "(a free port)", "PUSH_HOST": "127.0.0.1"}
         shown |= {"PUSH_SERVICE_KEY": "(random, 32 bytes)", "PUSH_JWT_SECRET": "(random, 32 bytes)"}
         own = "redis://127.0.0.1:(the run's own redis-server)"
-        shown |= {name: value.replace(REDIS_URL, own) for name, value in self.env}
+        shown |= {
+            name: value.replace(REDIS_URL, own).replace(str(REPO_DIR), "(the repository)") for name, value in self.env
+        }
         return shown
 
 
