@@ -238,7 +238,7 @@ def _header(
     if server_cpus is not None:
         pinning = f"server on CPU {sorted(server_cpus)}, load generator on CPU {sorted(gen_cpus or ())}"
     return {
-        "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "when": f"{args.started} to {datetime.datetime.now(datetime.UTC).strftime('%H:%M UTC')}",
         "commit": args.commit,
         "command": " ".join(("python -m benchmarks", shlex.join(args.argv))).strip(),
         "mode": f"{'quick' if args.quick else 'full'}, {args.repeat} repetition(s), a fresh server for every run",
@@ -315,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.argv = argv
     args.commit = _commit()  # before the run: what was measured, whatever changes while it runs
+    args.started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     if not (NODE_MODULES / "socket.io").is_dir():
         print(f"benchmarks: {NODE_MODULES} is missing; install it with: npm ci --prefix benchmarks", file=sys.stderr)
         return 2

@@ -46,7 +46,18 @@ function die(message) {
   process.exit(1);
 }
 
+const startedAt = performance.now();
 setTimeout(() => die(`deadline of ${cfg.deadline_s}s reached`), cfg.deadline_s * 1000).unref();
+
+/** Seconds left before the deadline, so that a scenario can bound its phases and still report. */
+function remainingS() {
+  return cfg.deadline_s - (performance.now() - startedAt) / 1000;
+}
+
+/** A line in the load generator's log (stderr): where a long scenario is, for when it runs out of time. */
+function note(text) {
+  process.stderr.write(`${((performance.now() - startedAt) / 1000).toFixed(1)}s ${text}\n`);
+}
 
 /** CPU and event-loop use of this process over a window: shows whether the generator kept up. */
 class Meter {
@@ -118,13 +129,13 @@ async function connectAll(clients) {
 }
 
 /** Resolves once no frame arrived for `quiet_ms` (bounded by `quiet_max_s`): setup traffic is over. */
-function waitQuiet(tally) {
+function waitQuiet(tally, maxS = cfg.quiet_max_s) {
   return new Promise((resolve) => {
     const started = performance.now();
     let last = tally.frames;
     const timer = setInterval(() => {
       const quiet = tally.frames === last;
-      if (quiet || performance.now() - started > cfg.quiet_max_s * 1000) {
+      if (quiet || performance.now() - started > maxS * 1000) {
         clearInterval(timer);
         resolve(quiet);
       }
@@ -214,4 +225,5 @@ function checkpoint(name, extra) {
 
 module.exports = {
   cfg, emit, die, Meter, makeClients, connectAll, waitQuiet, setUp, waitDeliveries, checks, percentile, checkpoint,
+  remainingS, note,
 };

@@ -10,7 +10,7 @@ const { performance } = require('node:perf_hooks');
 const { Tally } = require('./client');
 const { PayloadFactory, Pusher, epochMs } = require('./push');
 const {
-  cfg, Meter, makeClients, connectAll, waitQuiet, waitDeliveries, checks, percentile, checkpoint,
+  cfg, Meter, makeClients, connectAll, waitQuiet, waitDeliveries, checks, percentile, checkpoint, remainingS, note,
 } = require('./common');
 
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
@@ -157,6 +157,24 @@ class Stream {
   }
 }
 
+/**
+ * Sets the crowd up: connects, then waits for presence traffic to die down, for at most a quarter of the
+ * time left (a server with full presence in a room of thousands may not get there at all).
+ */
+async function crowdSetUp(tally, clients) {
+  note(`connecting ${clients.length} sockets, ${cfg.concurrency} in flight`);
+  const conn = await connectAll(clients);
+  note(`connected ${conn.connected}, ${conn.connect_failures} failures; waiting for quiet`);
+  const settled = await waitQuiet(tally, Math.min(cfg.quiet_max_s, remainingS() / 4));
+  note(settled ? 'quiet' : 'not quiet, going on');
+  return { ...conn, setup_quiet: settled };
+}
+
+/** How long dropped sockets may try to come back: what is left, less the tail and the final wait. */
+function giveUpMs() {
+  return Math.max(5, Math.min(cfg.give_up_s, remainingS() - cfg.tail_s - 25)) * 1000;
+}
+
 /** Lost and doubled deliveries over the clients, given how many pushes each should have received. */
 function exactness(clients, sent) {
   let lost = 0;
@@ -219,8 +237,7 @@ async function runStorm(tally) {
   const small = new Tally(capacity);
   const big = makeClients(tally, cfg.sockets, 'crowd', { room: () => `room:${cfg.channel}` });
   const few = makeClients(small, cfg.small_sockets, 'small', { room: () => `room:${cfg.channel}-small` });
-  const conn = await connectAll([...big, ...few]);
-  await waitQuiet(tally);
+  const conn = await crowdSetUp(tally, [...big, ...few]);
   let dropAt = Infinity;
   let backAt = Infinity;
   const phases = smallRoom(small, (at) => (at < dropAt ? 'quiet' : at <= backAt ? 'storm' : 'after'));
@@ -228,21 +245,23 @@ async function runStorm(tally) {
   stream.start();
   phases.stream.start();
   await sleep(cfg.quiet_s * 1000);
-  const reconnector = new Reconnector(big[0].url, cfg.give_up_s * 1000);
+  const reconnector = new Reconnector(big[0].url, giveUpMs());
   const joined = big.filter((c) => c.state === 'joined');
   reconnector.watch(joined);
   const meter = new Meter();
   meter.start();
   dropAt = performance.now();
+  note(`dropping ${joined.length} sockets`);
   for (const c of joined) c.ws.terminate(); // the network blips: every socket drops
   await reconnector.allBack();
   backAt = performance.now();
+  note(`back: ${reconnector.back}, gave up: ${reconnector.failed}`);
   const loadgen = meter.stop();
   await sleep(cfg.tail_s * 1000);
   await Promise.all([stream.stop(), phases.stream.stop()]);
   const expected = joined.length * stream.sent;
-  await waitDeliveries(tally, expected, 60);
-  await waitDeliveries(small, few.length * phases.stream.sent, 10);
+  await waitDeliveries(tally, expected, Math.max(1, Math.min(60, remainingS() - 10)));
+  await waitDeliveries(small, few.length * phases.stream.sent, Math.max(1, Math.min(10, remainingS() - 5)));
   const result = {
     ...conn,
     ...checks(tally, big, expected, stream.pusher),
@@ -250,6 +269,7 @@ async function runStorm(tally) {
     pushes_sent: stream.sent,
     recovered: tally.recovered,
     not_recovered: tally.notRecovered,
+    setup_quiet: conn.setup_quiet,
     ...reconnector.result(dropAt),
     ...stats(phases.latency.quiet, 'small_quiet_ms'),
     ...stats(phases.latency.storm, 'small_storm_ms'),
@@ -266,27 +286,29 @@ async function runStorm(tally) {
 async function runDrain(tally) {
   tally.trackOffsets = true;
   const clients = makeClients(tally, cfg.sockets, 'crowd', { room: () => `room:${cfg.channel}` });
-  const conn = await connectAll(clients);
-  await waitQuiet(tally);
+  const conn = await crowdSetUp(tally, clients);
   // Pushes go to the server that stays, and reach the drained one's sockets through Redis.
   const stream = new Stream(cfg.port_b, cfg.channel, cfg.rate);
   stream.start();
   await sleep(cfg.quiet_s * 1000);
-  const reconnector = new Reconnector(`ws://${cfg.host}:${cfg.port_b}/socket.io/?EIO=4&transport=websocket`, cfg.give_up_s * 1000);
+  const other = `ws://${cfg.host}:${cfg.port_b}/socket.io/?EIO=4&transport=websocket`;
+  const reconnector = new Reconnector(other, giveUpMs());
   const joined = clients.filter((c) => c.state === 'joined');
   reconnector.watch(joined);
   const meter = new Meter();
   meter.start();
   const termAt = performance.now();
+  note(`SIGTERM to the server holding ${joined.length} sockets`);
   await checkpoint('drain', { connected: conn.connected }); // the harness sends SIGTERM, then answers
   // Wait until every socket was dropped (bounded), then until every one is back.
   for (let i = 0; i < cfg.give_up_s * 10 && reconnector.dropped < joined.length; i += 1) await sleep(100);
   await reconnector.allBack();
+  note(`back: ${reconnector.back}, gave up: ${reconnector.failed}`);
   const loadgen = meter.stop();
   await sleep(cfg.tail_s * 1000);
   await stream.stop();
   const expected = joined.length * stream.sent;
-  await waitDeliveries(tally, expected, 60);
+  await waitDeliveries(tally, expected, Math.max(1, Math.min(60, remainingS() - 10)));
   const result = {
     ...conn,
     ...checks(tally, clients, expected, stream.pusher),
