@@ -162,21 +162,26 @@ class Running:
     redis_url: str | None = None
 
 
-async def _health_ok(port: int) -> bool:
+async def _first_line(port: int, request: bytes) -> bytes | None:
+    """Sends `request` to 127.0.0.1:`port` and returns the first line of the answer (None if none came)."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
     except (TimeoutError, OSError):
-        return False
+        return None
     try:
-        writer.write(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        status = await asyncio.wait_for(reader.readline(), 2.0)
-        return status.split(b" ")[1:2] == [b"200"]
+        writer.write(request)
+        return await asyncio.wait_for(reader.readline(), 2.0)
     except (TimeoutError, OSError):
-        return False
+        return None
     finally:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+async def _health_ok(port: int) -> bool:
+    status = await _first_line(port, b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    return status is not None and status.split(b" ")[1:2] == [b"200"]
 
 
 @contextlib.asynccontextmanager
@@ -210,19 +215,7 @@ async def serve(
 
 
 async def _redis_ping(port: int) -> bool:
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
-    except (TimeoutError, OSError):
-        return False
-    try:
-        writer.write(b"PING\r\n")
-        return await asyncio.wait_for(reader.readline(), 2.0) == b"+PONG\r\n"
-    except (TimeoutError, OSError):
-        return False
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    return await _first_line(port, b"PING\r\n") == b"+PONG\r\n"
 
 
 def redis_version(binary: str = "redis-server") -> str:
