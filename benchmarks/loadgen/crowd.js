@@ -356,10 +356,12 @@ async function runSoak(tally) {
       post.then(() => posts.delete(post));
       pushes += 1;
     }
-    // Churn: close `churn` random sockets a second and open as many new ones.
+    // Churn: close `churn` random joined sockets a second and open as many new ones. (A socket still
+    // connecting is not picked: its failure would be ours, not the server's.)
     owed += perTick;
     for (; owed >= 1; owed -= 1) {
-      const at = Math.floor(Math.random() * live.length);
+      let at = Math.floor(Math.random() * live.length);
+      for (let tries = 0; tries < 20 && live[at].state !== 'joined'; tries += 1) at = Math.floor(Math.random() * live.length);
       live[at].close();
       churn.disconnects += 1;
       const [fresh] = makeClients(tally, 1, 'soak', { room: roomOf, first: made });
@@ -387,7 +389,7 @@ async function runSoak(tally) {
     churn_connects: churn.connects,
     churn_connect_failures: churn.connect_failures,
     churn_disconnects: churn.disconnects,
-    churn_errors: churn.errors,
+    churn_errors: { ...churn.errors }, // as it was here: closing the sockets below fails those still connecting
     loadgen,
   };
   pusher.close();
