@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import statistics
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,7 +221,8 @@ def chart(path: Path, outcomes: Sequence[Outcome], title: str) -> None:
                         ha="center", va="bottom", fontsize=8)  # fmt: skip
         ratio = f"{row.ratio:.2f}x" if math.isfinite(row.ratio) else "no ratio"
         colour = {True: "#1b7f2a", False: "#b3261e", None: "black"}[row.met]
-        ax.set_title(f"{m.title}\n{ratio} (target {m.target_text()})", fontsize=9, color=colour)
+        title = textwrap.fill(m.title, 34)  # long titles (the crowd's) would run into the next panel
+        ax.set_title(f"{title}\n{ratio} (target {m.target_text()})", fontsize=8, color=colour)
         ax.set_ylabel(f"{m.unit} ({'higher' if m.higher_is_better else 'lower'} is better)", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.margins(y=0.15)
