@@ -54,7 +54,7 @@ def pinned(argv: Sequence[str], cpus: frozenset[int] | None) -> list[str]:
     return [sys.executable, "-c", _PIN, ",".join(str(c) for c in sorted(cpus)), *argv]
 
 
-def _tree(pid: int) -> list[int]:
+def tree(pid: int) -> list[int]:
     """`pid` and all its live descendants."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -78,7 +78,7 @@ def _tree(pid: int) -> list[int]:
 def rss_kib(pid: int) -> int:
     """Resident memory (VmRSS, KiB) of `pid` and its descendants, summed."""
     total = 0
-    for p in _tree(pid):
+    for p in tree(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -90,7 +90,7 @@ def rss_kib(pid: int) -> int:
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time (s) used so far by `pid` and its live descendants."""
     ticks = 0
-    for p in _tree(pid):
+    for p in tree(pid):
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])

@@ -6,12 +6,14 @@ import dataclasses
 import json
 import math
 import statistics
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.scenarios import METRICS, Metric, Outcome
+from benchmarks.common import Metric, Outcome
+from benchmarks.scenarios import METRICS
 from benchmarks.servers import NODE, SIO_PUSH
 
 NAN = float("nan")
@@ -19,13 +21,13 @@ NAN = float("nan")
 
 @dataclass
 class Row:
-    """One metric over every repetition: medians of each side and of the pairwise ratios."""
+    """One metric over every repetition: the median of each side, and their ratio (of those medians)."""
 
     metric: Metric
     sio_push: float
     node: float
     ratio: float
-    pairs: int
+    runs: tuple[int, int]  # how many runs of each side the medians are taken over
 
     @property
     def met(self) -> bool | None:
@@ -33,7 +35,7 @@ class Row:
 
 
 def _figure(outcome: Outcome | None, figure: str) -> float:
-    if outcome is None or outcome.problems:
+    if outcome is None or not outcome.figures_valid:
         return NAN
     value = outcome.figures.get(figure, NAN)
     return value if math.isfinite(value) else NAN
@@ -45,26 +47,25 @@ def _median(values: Sequence[float]) -> float:
 
 
 def rows(outcomes: Sequence[Outcome]) -> list[Row]:
-    """Pairs the two servers' runs of each repetition; a run with a problem counts for neither side."""
+    """Each metric: the median over each server's runs (a run with a problem counts for nothing), and the
+    ratio of the two medians shown, so that the ratio column follows from the columns beside it."""
     found: list[Row] = []
     for metric in METRICS:
-        by_rep: dict[int, dict[str, Outcome]] = {}
-        for o in outcomes:
-            if o.scenario == metric.scenario:
-                by_rep.setdefault(o.repetition, {})[o.server] = o
-        if not by_rep:
+        runs = [o for o in outcomes if o.scenario == metric.scenario]
+        if not runs:
             continue
-        sio = [_figure(pair.get(SIO_PUSH), metric.figure) for pair in by_rep.values()]
-        node = [_figure(pair.get(NODE), metric.figure) for pair in by_rep.values()]
-        ratios = [a / b for a, b in zip(sio, node, strict=True) if math.isfinite(a) and math.isfinite(b) and b > 0]
-        found.append(Row(metric, _median(sio), _median(node), _median(ratios), len(ratios)))
+        sio = [v for o in runs if o.server == SIO_PUSH and math.isfinite(v := _figure(o, metric.figure))]
+        node = [v for o in runs if o.server == NODE and math.isfinite(v := _figure(o, metric.figure))]
+        a, b = _median(sio), _median(node)
+        ratio = a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else NAN
+        found.append(Row(metric, a, b, ratio, (len(sio), len(node))))
     return found
 
 
 def _number(value: float, unit: str) -> str:
     if not math.isfinite(value):
         return "—"
-    digits = {"KiB": 2, "ms": 1}.get(unit, 0)
+    digits = {"KiB": 2, "ms": 1, "s": 2, "%": 1}.get(unit, 0)
     return f"{value:,.{digits}f}"
 
 
@@ -77,17 +78,21 @@ def _pct(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.0f}%"
 
 
-def markdown(outcomes: Sequence[Outcome], header: dict[str, str]) -> str:
-    """The whole report as markdown: the ratio table first, then what each run checked and used."""
-    lines = ["# sio-push vs Node socket.io 4.8", ""]
+def markdown(outcomes: Sequence[Outcome], header: dict[str, str], title: str) -> str:
+    """The whole report as markdown: how it was run, the ratio table, what each run checked and used."""
+    lines = [f"# {title}", ""]
     lines += [f"- {key}: {value}" for key, value in header.items()]
+    lines += ["", "## Servers as started", "", *_settings(outcomes)]
     lines += [
         "",
-        "Ratio = sio-push / Node, the median of the per-repetition ratios (each repetition runs both servers",
-        "back to back). Higher is better for rates, lower for latency and memory.",
+        "## Figures",
         "",
-        "| metric | sio-push | Node socket.io | ratio | target | met |",
-        "|---|---:|---:|---:|---|---|",
+        "Each server's column is the median of its runs (n = runs without a problem); ratio = sio-push's",
+        "median / Node's median, the two numbers beside it. Higher is better for rates, lower for times,",
+        "sizes and losses.",
+        "",
+        "| metric | sio-push | Node socket.io | ratio | target | met | n |",
+        "|---|---:|---:|---:|---|---|---|",
     ]
     for row in rows(outcomes):
         m = row.metric
@@ -96,7 +101,7 @@ def markdown(outcomes: Sequence[Outcome], header: dict[str, str]) -> str:
         met = {True: "yes", False: "**no**", None: ""}[row.met]
         lines.append(
             f"| {m.title} ({better} is better) | {_fmt(row.sio_push, m.unit)} | {_fmt(row.node, m.unit)} "
-            f"| {ratio} | {m.target_text()} | {met} |"
+            f"| {ratio} | {m.target_text()} | {met} | {row.runs[0]} / {row.runs[1]} |"
         )
     lines += [
         "",
@@ -126,6 +131,22 @@ def markdown(outcomes: Sequence[Outcome], header: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _settings(outcomes: Sequence[Outcome]) -> list[str]:
+    """Every distinct way a server was started, with the scenarios that started it so."""
+    used: dict[tuple[str, str], list[str]] = {}
+    for o in outcomes:
+        key = (o.server, json.dumps(o.settings, sort_keys=True))
+        if o.scenario not in used.setdefault(key, []):
+            used[key].append(o.scenario)
+    lines = []
+    for (server, settings), scenarios in used.items():
+        shown = json.loads(settings)
+        command = shown.pop("command", "?")
+        env = " ".join(f"{k}={v}" for k, v in shown.items())
+        lines.append(f"- {server} ({', '.join(scenarios)}): `{command}` with only: `{env}`")
+    return lines
+
+
 def _details(outcomes: Sequence[Outcome]) -> list[str]:
     lines = []
     for o in outcomes:
@@ -134,6 +155,11 @@ def _details(outcomes: Sequence[Outcome]) -> list[str]:
         figures = ", ".join(f"{k} {v:,.2f}" for k, v in o.figures.items() if math.isfinite(v))
         names = o.checks.get("other_event_names") or {}
         others = f"; other events: {json.dumps(names)}" if names else ""
+        for key in ("flat", "chart", "reconnect_errors", "churn_errors", "presence_settled", "lost_examples"):
+            if o.checks.get(key) not in (None, {}):
+                others += f"; {key}: {json.dumps(o.checks[key])}"
+        if o.tolerate:
+            others += f"; reported, not counted as problems: {', '.join(o.tolerate)}"
         lines.append(f"- {o.scenario} / {o.server} / run {o.repetition + 1}: {figures}{others}")
     return lines
 
@@ -148,6 +174,7 @@ def write_json(path: Path, outcomes: Sequence[Outcome], header: dict[str, str]) 
                 "sio_push": r.sio_push,
                 "node": r.node,
                 "ratio": r.ratio,
+                "runs": {"sio_push": r.runs[0], "node": r.runs[1]},
                 "target": r.metric.target_text(),
                 "met": r.met,
             }
@@ -176,11 +203,15 @@ def chart(path: Path, outcomes: Sequence[Outcome], title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = rows(outcomes)
+    table = [r for r in rows(outcomes) if math.isfinite(r.sio_push) or math.isfinite(r.node)]
     if not table:
         return
-    fig, axes = plt.subplots(1, len(table), figsize=(3.2 * len(table), 4.2), squeeze=False)
-    for ax, row in zip(axes[0], table, strict=True):
+    cols = min(5, len(table))
+    lines = math.ceil(len(table) / cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(3.2 * cols, 4.2 * lines), squeeze=False)
+    for ax in axes.flat[len(table) :]:
+        ax.set_visible(False)
+    for ax, row in zip(axes.flat, table, strict=False):
         m = row.metric
         values = [row.sio_push, row.node]
         shown = [v if math.isfinite(v) else 0.0 for v in values]
@@ -190,7 +221,8 @@ def chart(path: Path, outcomes: Sequence[Outcome], title: str) -> None:
                         ha="center", va="bottom", fontsize=8)  # fmt: skip
         ratio = f"{row.ratio:.2f}x" if math.isfinite(row.ratio) else "no ratio"
         colour = {True: "#1b7f2a", False: "#b3261e", None: "black"}[row.met]
-        ax.set_title(f"{m.title}\n{ratio} (target {m.target_text()})", fontsize=9, color=colour)
+        title = textwrap.fill(m.title, 34)  # long titles (the crowd's) would run into the next panel
+        ax.set_title(f"{title}\n{ratio} (target {m.target_text()})", fontsize=8, color=colour)
         ax.set_ylabel(f"{m.unit} ({'higher' if m.higher_is_better else 'lower'} is better)", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.margins(y=0.15)

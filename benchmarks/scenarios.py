@@ -1,154 +1,18 @@
-"""The four scenarios, run against one freshly started server each time, and the metrics read from them."""
+"""The four core scenarios (connect, memory, fan-out, latency), the registry of every scenario, one run."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+import contextlib
 from typing import Any
 
-from benchmarks import driver, procs
-from benchmarks.servers import Running, Secrets, ServerSpec, serve
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How big each scenario is. `--quick` shrinks them to a smoke run of a few seconds."""
-
-    connect_sockets: int = 2000
-    connect_room_size: int = 100
-    memory_sockets: int = 5000
-    memory_room_size: int = 100
-    fanout_sockets: int = 2000
-    fanout_pushes: int = 200
-    latency_sockets: int = 1000
-    latency_rate: float = 20.0
-    latency_seconds: float = 10.0
-    payload_bytes: int = 500
-    connect_concurrency: int = 64
-    push_concurrency: int = 8
-    read_pace_ms: int = 100
-
-    def with_overrides(self, overrides: dict[str, str]) -> Sizes:
-        known = sorted(f.name for f in dataclasses.fields(self))
-        changes: dict[str, Any] = {}
-        for name, text in overrides.items():
-            if name not in known:
-                raise ValueError(f"unknown size {name!r}; known: {', '.join(known)}")
-            changes[name] = float(text) if isinstance(getattr(self, name), float) else int(text)
-        return dataclasses.replace(self, **changes)
-
-
-FULL = Sizes()
-QUICK = Sizes(
-    connect_sockets=40,
-    memory_sockets=60,
-    fanout_sockets=40,
-    fanout_pushes=10,
-    latency_sockets=20,
-    latency_rate=20.0,
-    latency_seconds=1.0,
-)
-
-
-# Above this share of the measured window busy, the load generator may have been the limit.
-SATURATED_LOOP = 0.95
-
-
-@dataclass
-class Context:
-    """What every scenario run needs besides the server."""
-
-    sizes: Sizes
-    keys: Secrets
-    node: str
-    server_cpus: frozenset[int] | None
-    loadgen_cpus: frozenset[int] | None
-    logs: Path
-    timeout: float = 300.0
-
-
-@dataclass
-class Outcome:
-    """One scenario run against one server."""
-
-    scenario: str
-    server: str
-    repetition: int
-    figures: dict[str, float] = field(default_factory=dict)
-    checks: dict[str, Any] = field(default_factory=dict)
-    loadgen_cpu: dict[str, float] = field(default_factory=dict)
-    server_cpu_pct: float | None = None
-    error: str | None = None
-
-    @property
-    def warnings(self) -> list[str]:
-        """Signs that a figure may say more about the load generator than about the server."""
-        elu = self.loadgen_cpu.get("event_loop_utilization")
-        if elu is not None and elu > SATURATED_LOOP:
-            return [f"load generator busy {elu:.0%} of the window: the figure may understate the server"]
-        return []
-
-    @property
-    def problems(self) -> list[str]:
-        """What went wrong: any lost, duplicated or unexpected delivery, failure or error."""
-        found = [self.error] if self.error else []
-        for key in _PROBLEM_KEYS:
-            count = self.checks.get(key, 0)
-            if count:
-                found.append(f"{key}={count}")
-        if self.checks.get("setup_settled") is False:
-            found.append("the traffic caused by connecting had not died down when the measurement began")
-        return found
-
-
-Runner = Callable[[Context, Running, Outcome], Awaitable[None]]
-
-_PROBLEM_KEYS = (
-    "lost",
-    "duplicates",
-    "unknown_seq",
-    "malformed",
-    "connect_failures",
-    "push_failures",
-    "unexpected_closes",
-)
-_CHECK_KEYS = (
-    *_PROBLEM_KEYS,
-    *("sockets", "expected", "delivered", "connect_errors", "push_statuses", "other_events", "other_event_names"),
-    *("pings_answered", "setup_s", "setup_connect_s", "setup_settled"),
-)
-
-
-async def _drive(
-    ctx: Context,
-    server: Running,
-    outcome: Outcome,
-    config: dict[str, Any],
-    on_checkpoint: driver.Checkpoint | None = None,
-) -> dict[str, Any]:
-    log = ctx.logs / f"{outcome.scenario}-{outcome.server}-{outcome.repetition}.loadgen.log"
-    result, window = await driver.run(
-        {"deadline_s": ctx.timeout, **config},
-        server=server,
-        keys=ctx.keys,
-        node=ctx.node,
-        cpus=ctx.loadgen_cpus,
-        log=log,
-        time_limit=ctx.timeout,
-        on_checkpoint=on_checkpoint,
-    )
-    outcome.checks = {k: result[k] for k in _CHECK_KEYS if k in result}
-    outcome.loadgen_cpu = dict(result.get("loadgen", {}))
-    if window is not None:
-        outcome.server_cpu_pct = window.server_cpu_pct
-    return result
+from benchmarks import crowd, procs
+from benchmarks.common import Context, Metric, Outcome, Runner, drive
+from benchmarks.servers import NODE, Running, ServerSpec, redis_server, serve
 
 
 async def connect_rate(ctx: Context, server: Running, outcome: Outcome) -> None:
     s = ctx.sizes
-    result = await _drive(
+    result = await drive(
         ctx,
         server,
         outcome,
@@ -169,7 +33,7 @@ async def idle_memory(ctx: Context, server: Running, outcome: Outcome) -> None:
     async def measure(name: str, _message: dict[str, Any]) -> None:
         rss[name] = await procs.settled_rss(server.pid)
 
-    await _drive(
+    await drive(
         ctx,
         server,
         outcome,
@@ -199,7 +63,7 @@ async def fanout(ctx: Context, server: Running, outcome: Outcome) -> None:
         "payload_bytes": s.payload_bytes,
         "read_pace_ms": s.read_pace_ms,
     }
-    result = await _drive(ctx, server, outcome, config)
+    result = await drive(ctx, server, outcome, config)
     outcome.figures["deliveries_per_s"] = float(result["value"])
     outcome.figures["elapsed_s"] = float(result["elapsed_s"])
     outcome.figures["payload_bytes"] = float(result["payload_bytes"])
@@ -215,52 +79,65 @@ async def latency(ctx: Context, server: Running, outcome: Outcome) -> None:
         "concurrency": s.connect_concurrency,
         "payload_bytes": s.payload_bytes,
     }
-    result = await _drive(ctx, server, outcome, config)
+    result = await drive(ctx, server, outcome, config)
     for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms"):
         value = result.get(key)
         outcome.figures[key] = float(value) if isinstance(value, int | float) else float("nan")
 
 
-SCENARIOS: dict[str, Runner] = {"connect": connect_rate, "memory": idle_memory, "fanout": fanout, "latency": latency}
+SCENARIOS: dict[str, Runner] = {
+    "connect": connect_rate,
+    "memory": idle_memory,
+    "fanout": fanout,
+    "latency": latency,
+    "bigroom": crowd.bigroom,
+    "bigroom_burst": crowd.bigroom_burst,
+    "storm": crowd.storm,
+    "drain": crowd.drain,
+    "soak": crowd.soak,
+}
+# Names `--only` also takes for several scenarios at once. With no `--only`, the core set runs.
+GROUPS = {
+    "core": ("connect", "memory", "fanout", "latency"),
+    "crowd": ("bigroom", "bigroom_burst", "storm", "drain"),
+}
+# What --quick runs by default: every scenario that takes a few seconds at tiny sizes (drain and soak
+# take longer; `--quick --only drain,soak` runs them).
+QUICK_SET = (*GROUPS["core"], "bigroom", "bigroom_burst", "storm")
+# Scenarios that run two processes sharing a Redis, whatever engine was asked for.
+NEEDS_REDIS = frozenset({"drain"})
+
+
+def scenario_spec(ctx: Context, spec: ServerSpec, scenario: str) -> ServerSpec:
+    """The server as this scenario starts it: on Redis for the drain; the Node peer with recovery on in
+    storm and drain (sio-push has it on by default), so that both are asked to lose nothing."""
+    if scenario in NEEDS_REDIS:
+        spec = spec.with_redis()
+    if spec.name == NODE and scenario in ("storm", "drain"):
+        seconds = str(ctx.sizes.recovery_seconds)
+        spec = spec.with_env(f"connection state recovery {seconds} s", {"PEER_RECOVERY_SECONDS": seconds})
+    return spec
 
 
 async def run_one(ctx: Context, spec: ServerSpec, scenario: str, repetition: int) -> Outcome:
-    """Starts a fresh server, runs the scenario against it, stops it; errors end up in the outcome."""
-    outcome = Outcome(scenario, spec.name, repetition)
+    """Starts a fresh server (and Redis, if it uses one), runs the scenario, stops both; errors end up
+    in the outcome."""
+    spec = scenario_spec(ctx, spec, scenario)
+    outcome = Outcome(scenario, spec.name, repetition, settings=spec.settings())
     log = ctx.logs / f"{scenario}-{spec.name}-{repetition}.server.log"
     try:
-        async with serve(spec, ctx.keys, log=log, cpus=ctx.server_cpus) as server:
+        async with contextlib.AsyncExitStack() as stack:
+            redis_url = None
+            if spec.uses_redis:
+                redis_log = ctx.logs / f"{scenario}-{spec.name}-{repetition}.redis.log"
+                redis_url = await stack.enter_async_context(redis_server(log=redis_log, cpus=ctx.server_cpus))
+            server = await stack.enter_async_context(
+                serve(spec, ctx.keys, log=log, cpus=ctx.server_cpus, redis_url=redis_url)
+            )
             await SCENARIOS[scenario](ctx, server, outcome)
     except procs.BenchError as exc:
         outcome.error = str(exc)
     return outcome
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One row of the results table: a figure of one scenario and the ratio it should reach."""
-
-    scenario: str
-    figure: str
-    title: str
-    unit: str
-    higher_is_better: bool
-    target: float | None = None  # on the ratio sio-push / Node
-    strict: bool = False  # the ratio must be strictly beyond the target
-
-    def target_text(self) -> str:
-        if self.target is None:
-            return "(info)"
-        if self.higher_is_better:
-            return f"{'>' if self.strict else '≥'} {self.target:g}x"
-        return f"{'<' if self.strict else '≤'} {self.target:g}x"
-
-    def met(self, ratio: float) -> bool | None:
-        if self.target is None or ratio != ratio:  # NaN: no ratio
-            return None
-        if self.higher_is_better:
-            return ratio > self.target if self.strict else ratio >= self.target
-        return ratio < self.target if self.strict else ratio <= self.target
 
 
 METRICS = (
@@ -269,4 +146,32 @@ METRICS = (
     Metric("latency", "p50_ms", "push-to-delivery latency p50", "ms", False),
     Metric("memory", "kib_per_socket", "memory per idle joined socket", "KiB", False, 1.0, strict=True),
     Metric("connect", "connects_per_s", "connect + auth + join rate", "connects/s", True, 1.0),
+    *(
+        metric
+        for scenario, how in (("bigroom", "64 in flight"), ("bigroom_burst", "all at once"))
+        for metric in (
+            Metric(scenario, "connects_per_s", f"big room, {how}: connects", "connects/s", True),
+            Metric(scenario, "join_ack_ms_p50", f"big room, {how}: join ack p50", "ms", False),
+            Metric(scenario, "join_ack_ms_p99", f"big room, {how}: join ack p99", "ms", False),
+            Metric(scenario, "presence_bytes_mean", f"big room, {how}: presence bytes per joiner, mean", "B", False),
+            Metric(scenario, "presence_bytes_max", f"big room, {how}: presence bytes per joiner, max", "B", False),
+            Metric(scenario, "presence_settle_s", f"big room, {how}: presence traffic settled after", "s", False),
+        )
+    ),
+    Metric("storm", "all_back_s", "storm: every socket back after", "s", False),
+    Metric("storm", "handshake_ms_p99", "storm: reconnect handshake p99", "ms", False),
+    Metric("storm", "pushes_lost", "storm: pushes lost (all sockets)", "", False),
+    Metric("storm", "pushes_doubled", "storm: pushes doubled (all sockets)", "", False),
+    Metric("storm", "recovered", "storm: sessions recovered", "", True),
+    Metric("storm", "small_quiet_ms_p99", "storm: small-room push latency p99, quiet", "ms", False),
+    Metric("storm", "small_storm_ms_p99", "storm: small-room push latency p99, during the storm", "ms", False),
+    Metric("drain", "all_back_s", "drain: every socket on the other process after", "s", False),
+    Metric("drain", "drops_spread_s", "drain: first to last drop", "s", False),
+    Metric("drain", "peak_reconnects_per_s", "drain: peak connects/s the other process took", "connects/s", False),
+    Metric("drain", "pushes_lost", "drain: pushes lost (all sockets)", "", False),
+    Metric("drain", "pushes_doubled", "drain: pushes doubled (all sockets)", "", False),
+    Metric("soak", "rss_mib_growth_pct", "soak: RSS growth after warm-up", "%", False),
+    Metric("soak", "fds_growth_pct", "soak: open files growth after warm-up", "%", False),
+    Metric("soak", "sockets_metric_growth_pct", "soak: sio_push_sockets growth after warm-up", "%", False),
+    Metric("soak", "churn_connect_failures", "soak: failed churn connects", "", False),
 )

@@ -11,12 +11,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = ("connect", "memory", "fanout", "latency", "bigroom", "bigroom_burst", "storm")
 METRIC_ROWS = (
     "fan-out burst",
     "push-to-delivery latency p99",
     "push-to-delivery latency p50",
     "memory per idle joined socket",
     "connect + auth + join rate",
+    "big room, 64 in flight: connects",
+    "big room, all at once: join ack p99",
+    "storm: every socket back after",
+    "storm: reconnect handshake p99",
 )
 
 
@@ -31,24 +36,32 @@ def test_quick_benchmark_run_measures_both_servers_and_writes_the_table(tmp_path
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=150,
         check=False,
     )
 
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    table = (tmp_path / "latest.md").read_text()
+    table = (tmp_path / "quick.md").read_text()
     assert proc.stdout.strip() == table.strip()
+    for line in ("- commit: ", "- command: python -m benchmarks --quick --out ", "- machine: "):
+        assert f"\n{line}" in table, line
+    assert "PUSH_SERVICE_KEY=(random, 32 bytes)" in table  # the settings are shown, the secrets are not
     for title in METRIC_ROWS:
         row = next((line for line in table.splitlines() if line.startswith(f"| {title} ")), None)
         assert row is not None, f"no row for {title} in:\n{table}"
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[1] != "—" and cells[2] != "—" and cells[3].endswith("x"), row
-    results = json.loads((tmp_path / "latest.json").read_text())
+    results = json.loads((tmp_path / "quick.json").read_text())
+    for row in results["rows"]:  # the ratio is that of the two medians shown beside it
+        if row["ratio"] is not None:
+            assert row["ratio"] == pytest.approx(row["sio_push"] / row["node"])
     runs = results["runs"]
     assert {(r["scenario"], r["server"]) for r in runs} == {
-        (scenario, server) for scenario in ("connect", "memory", "fanout", "latency") for server in ("sio-push", "node")
+        (scenario, server) for scenario in SCENARIOS for server in ("sio-push", "node")
     }
     assert all(r["problems"] == [] for r in runs), [r["problems"] for r in runs]
-    deliveries = [r for r in runs if r["scenario"] in ("fanout", "latency")]
+    deliveries = [r for r in runs if r["scenario"] in ("fanout", "latency", "storm")]
     assert all(r["checks"]["delivered"] == r["checks"]["expected"] > 0 for r in deliveries)
-    assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
+    storm = [r for r in runs if r["scenario"] == "storm"]
+    assert all(r["figures"]["recovered"] == r["checks"]["sockets"] for r in storm), storm
+    assert (tmp_path / "quick.png").read_bytes().startswith(b"\x89PNG")

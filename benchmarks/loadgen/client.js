@@ -2,8 +2,12 @@
 // One raw Socket.IO client: a websocket (wsframe.js) speaking Engine.IO v4 + Socket.IO v5 text framing by
 // hand, so that thousands of them cost the load generator little. Only what the benchmarks need: open,
 // CONNECT with auth, one `join` with ack, ping/pong, and counting `new_msg` deliveries without parsing
-// the whole JSON of each (the sequence number is read in place from the raw bytes).
+// the whole JSON of each (the sequence number is read in place from the raw bytes). For the crowd
+// scenarios it also does Socket.IO connection state recovery as socket.io-client does: it keeps the `pid`
+// of the CONNECT reply and the last string argument of each `new_msg` (the offset), and sends both in
+// the CONNECT of a reconnect; the session is recovered when the reply carries the same pid.
 
+const { performance } = require('node:perf_hooks');
 const { WsClient } = require('./wsframe');
 
 /** The websocket under each client: our lean one by default, the `ws` library to compare with. */
@@ -40,9 +44,13 @@ class Tally {
     this.otherEventNames = {};
     this.unexpectedCloses = 0;
     this.pings = 0;
-    this.frames = 0; // every frame received, for telling when the sockets have gone quiet
+    this.frames = 0; // every frame received but pings, for telling when the sockets have gone quiet
     this.onDelivery = null; // (clientIndex, seq) => void, set by a scenario
     this.onComplete = null; // set while a scenario waits for its last delivery
+    this.trackOffsets = false; // keep each socket's last offset (recovery)
+    this.countOnly = false; // count new_msg frames without checking sequence numbers (soak)
+    this.recovered = 0; // reconnects whose session was recovered
+    this.notRecovered = 0; // reconnects that asked for recovery and got a fresh session
   }
 }
 
@@ -59,6 +67,15 @@ function readUint(buf, start) {
 }
 
 /** Full check of one delivered frame (done once per socket): shape, no leaked key, optional offset. */
+/** The last argument of a `42["new_msg",{...},"offset"]` frame when it is a string, else null. */
+function lastStringArg(buf) {
+  const n = buf.length;
+  if (n < 6 || buf[n - 1] !== 0x5d || buf[n - 2] !== 0x22) return null;
+  const open = buf.lastIndexOf(0x22, n - 3);
+  if (open < 3 || buf[open - 1] !== 0x2c || buf[open - 2] !== 0x7d) return null;
+  return buf.toString('utf8', open + 1, n - 2);
+}
+
 function checkNewMsgFrame(text, expectedChannel) {
   const packet = JSON.parse(text.slice(2));
   if (!Array.isArray(packet) || packet[0] !== 'new_msg' || packet.length < 2 || packet.length > 3) return false;
@@ -90,10 +107,25 @@ class RawClient {
     this.state = 'new';
     this.closing = false;
     this.settle = null; // {resolve, reject} of the pending connect()
+    this.pid = null; // recovery: the session's private id, from the CONNECT reply
+    this.offset = null; // recovery: the last offset received
+    this.recover = false; // send pid and offset in the next CONNECT
+    this.onDrop = null; // (client, reason) => void: the connection of a joined client went away
+    this.startedAt = 0; // performance.now() of the last connect(), its join request and its join ack
+    this.joinSentAt = 0;
+    this.joinedAt = 0;
+    this.presenceBytes = 0; // bytes of presence_* frames received, and of presence_state alone
+    this.stateBytes = 0;
   }
 
-  /** Opens, authenticates and joins; resolves when the join is acknowledged with ok. */
-  connect(timeoutMs) {
+  /**
+   * Opens, authenticates and joins; resolves when the join is acknowledged with ok, or at once when the
+   * session was recovered (its rooms come back with it, so there is nothing to join).
+   */
+  connect(timeoutMs, { recover = false } = {}) {
+    this.recover = recover;
+    this.closing = false;
+    this.startedAt = performance.now();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => this.fail(new Error(`timeout in state ${this.state}`)), timeoutMs);
       this.settle = {
@@ -105,9 +137,11 @@ class RawClient {
         onOpen: () => {},
         onMessage: (buf, isBinary) => this.onFrame(buf, isBinary),
         onClose: (reason) => {
-          if (this.state === 'joined' && !this.closing) this.tally.unexpectedCloses += 1;
+          const dropped = this.state === 'joined' && !this.closing;
+          if (dropped && this.onDrop === null) this.tally.unexpectedCloses += 1;
           this.fail(new Error(`${reason} in state ${this.state}`));
           this.state = 'closed';
+          if (dropped && this.onDrop !== null) this.onDrop(this, reason);
         },
       });
     });
@@ -129,6 +163,13 @@ class RawClient {
   }
 
   onFrame(buf, isBinary) {
+    if (!isBinary && buf.length === 1 && buf[0] === CH_2) {
+      // A ping: answered, and not counted as traffic (with thousands of sockets pings never stop, and
+      // the sockets must still count as quiet).
+      this.tally.pings += 1;
+      this.ws.send('3');
+      return;
+    }
     this.tally.frames += 1;
     if (isBinary) {
       this.tally.malformed += 1;
@@ -143,11 +184,6 @@ class RawClient {
       }
       return;
     }
-    if (c0 === CH_2 && buf.length === 1) {
-      this.tally.pings += 1;
-      this.ws.send('3');
-      return;
-    }
     this.onControl(buf.toString('utf8'));
   }
 
@@ -156,6 +192,14 @@ class RawClient {
     const seq = keyAt < 0 ? -1 : readUint(buf, keyAt + SEQ_KEY.length);
     if (seq < 0) {
       this.tally.malformed += 1;
+      return;
+    }
+    if (this.tally.trackOffsets) {
+      const offset = lastStringArg(buf);
+      if (offset !== null) this.offset = offset;
+    }
+    if (this.tally.countOnly) {
+      this.tally.delivered += 1;
       return;
     }
     if (this.seen === null || seq >= this.seen.length) {
@@ -179,15 +223,48 @@ class RawClient {
     this.tally.otherEvents += 1;
     const end = buf.indexOf(0x22, 4); // closing quote of the event name in 42["name",...
     const name = end > 4 && buf[2] === 0x5b && buf[3] === 0x22 ? buf.toString('utf8', 4, end) : '?';
+    if (name.startsWith('presence')) {
+      this.presenceBytes += buf.length;
+      if (name === 'presence_state') this.stateBytes += buf.length;
+    }
     this.tally.otherEventNames[name] = (this.tally.otherEventNames[name] || 0) + 1;
+  }
+
+  joined() {
+    this.state = 'joined';
+    this.joinedAt = performance.now();
+    const { resolve } = this.settle || {};
+    this.settle = null;
+    if (resolve) resolve();
   }
 
   onControl(text) {
     if (text[0] === '0' && this.state === 'opening') {
       this.state = 'authenticating';
-      this.ws.send(`40${JSON.stringify({ token: this.token })}`);
+      const auth = { token: this.token };
+      if (this.recover && this.pid !== null) auth.pid = this.pid;
+      if (this.recover && this.pid !== null && this.offset !== null) auth.offset = this.offset;
+      this.ws.send(`40${JSON.stringify(auth)}`);
     } else if (text.startsWith('40') && this.state === 'authenticating') {
+      let reply = {};
+      try {
+        reply = JSON.parse(text.slice(2)) || {};
+      } catch {
+        reply = {};
+      }
+      if (this.recover) {
+        const recovered = this.pid !== null && reply.pid === this.pid;
+        this.wasRecovered = recovered;
+        if (recovered) this.tally.recovered += 1;
+        else this.tally.notRecovered += 1;
+        if (recovered) {
+          this.joined();
+          return;
+        }
+      }
+      this.pid = typeof reply.pid === 'string' ? reply.pid : null;
       this.state = 'joining';
+      this.joinSentAt = performance.now();
       this.ws.send(`420${JSON.stringify(['join', this.room])}`);
     } else if (text.startsWith('44')) {
       let code = 'unknown';
@@ -206,19 +283,17 @@ class RawClient {
         ack = null;
       }
       if (ack && ack.ok === true) {
-        this.state = 'joined';
-        const { resolve } = this.settle || {};
-        this.settle = null;
-        if (resolve) resolve();
+        this.joined();
       } else {
         this.fail(new Error(`join refused: ${JSON.stringify(ack)}`));
       }
     } else if (text[0] === '1' || text.startsWith('41')) {
       this.fail(new Error('closed by server'));
+      if (this.state === 'joined' && this.ws) this.ws.terminate(); // a drop, as far as onDrop is concerned
     } else if (text !== '3') {
       this.tally.malformed += 1;
     }
   }
 }
 
-module.exports = { RawClient, Tally, readUint, checkNewMsgFrame };
+module.exports = { RawClient, Tally, readUint, checkNewMsgFrame, lastStringArg };

@@ -44,9 +44,9 @@ class PayloadFactory {
     };
   }
 
-  /** The request body for push `seq`: the service key first, then the payload. */
-  request(key, seq, sentAt) {
-    return JSON.stringify({ token: key, ...this.build(seq, sentAt, this.body) });
+  /** The request body for push `seq`: the service key first, then the payload (and `extra` fields). */
+  request(key, seq, sentAt, extra = null) {
+    return JSON.stringify({ token: key, ...this.build(seq, sentAt, this.body), ...extra });
   }
 }
 

@@ -2,10 +2,18 @@
 // The Node peer of sio-push: a plain socket.io 4.8 server keeping the same contract for the parts the
 // benchmarks use (JWT connect, auto-joined user room, `join`, POST /api/channel, GET /api/health).
 // It is written the way a Node developer would write it: default socket.io settings (no connection
-// state recovery, perMessageDeflate off, polling and websocket), one process, no tuning.
+// state recovery, perMessageDeflate off, polling and websocket), one process, no tuning, unless told
+// otherwise for a scenario that needs it:
 //
-// Environment: PORT (required), PUSH_HOST (default 127.0.0.1), PUSH_SERVICE_KEY, PUSH_JWT_SECRET.
+// Environment: PORT (required), PUSH_HOST (default 127.0.0.1), PUSH_SERVICE_KEY, PUSH_JWT_SECRET;
+//   PEER_PROCESSES   N > 1: node's cluster module forks N workers sharing the port (the load generator's
+//                    clients are websocket-only, so no sticky sessions are needed: each connection
+//                    stays on the worker that accepted it)
+//   PEER_ADAPTER     none (default) | cluster (@socket.io/cluster-adapter, through the primary) |
+//                    redis-streams (@socket.io/redis-streams-adapter on PEER_REDIS_URL)
+//   PEER_RECOVERY_SECONDS  > 0: socket.io's connectionStateRecovery with that maxDisconnectionDuration
 
+const cluster = require('node:cluster');
 const crypto = require('node:crypto');
 const http = require('node:http');
 const jwt = require('jsonwebtoken');
@@ -16,11 +24,19 @@ const PORT = Number(process.env.PORT);
 const SERVICE_KEY = process.env.PUSH_SERVICE_KEY || '';
 const JWT_SECRET = process.env.PUSH_JWT_SECRET || '';
 const MAX_BODY_BYTES = 1024 * 1024;
+const PROCESSES = Number(process.env.PEER_PROCESSES || 1);
+const ADAPTER = process.env.PEER_ADAPTER || 'none';
+const REDIS_URL = process.env.PEER_REDIS_URL || '';
+const RECOVERY_SECONDS = Number(process.env.PEER_RECOVERY_SECONDS || 0);
 
 const problems = [];
 if (!Number.isInteger(PORT) || PORT <= 0 || PORT > 65535) problems.push('PORT must be a port number');
 if (SERVICE_KEY.length < 32) problems.push('PUSH_SERVICE_KEY must be at least 32 characters');
 if (JWT_SECRET.length < 32) problems.push('PUSH_JWT_SECRET must be at least 32 characters');
+if (!Number.isInteger(PROCESSES) || PROCESSES < 1) problems.push('PEER_PROCESSES must be a positive integer');
+if (!['none', 'cluster', 'redis-streams'].includes(ADAPTER)) problems.push('PEER_ADAPTER: none, cluster or redis-streams');
+if (ADAPTER === 'redis-streams' && !REDIS_URL) problems.push('PEER_ADAPTER=redis-streams needs PEER_REDIS_URL');
+if (ADAPTER === 'cluster' && PROCESSES < 2) problems.push('PEER_ADAPTER=cluster needs PEER_PROCESSES of 2 or more');
 if (problems.length) {
   console.error(`peer: bad configuration:\n  ${problems.join('\n  ')}`);
   process.exit(2);
@@ -86,7 +102,10 @@ function readBody(req, callback) {
   req.on('end', () => callback(tooLarge, Buffer.concat(chunks)));
 }
 
-function handleChannel(req, res) {
+// POST /api/channel emits to room:lobby:<channel_id>, POST /api/community to room:<community_id>.
+const PUSH_ROUTES = { '/api/channel': ['channel_id', 'room:lobby:'], '/api/community': ['community_id', 'room:'] };
+
+function handlePush(req, res, [field, prefix]) {
   readBody(req, (tooLarge, raw) => {
     if (tooLarge) return sendJson(res, 413, { status: 413, error: 'body_too_large' });
     let body = null;
@@ -101,66 +120,129 @@ function handleChannel(req, res) {
     if (!body || typeof body !== 'object' || Array.isArray(body)) {
       return sendJson(res, 400, { status: 400, error: 'invalid_json' });
     }
-    if (typeof body.channel_id !== 'string' || !ID_RE.test(body.channel_id)) {
-      return sendJson(res, 400, { status: 400, errors: { channel_id: ['invalid or missing'] } });
+    if (typeof body[field] !== 'string' || !ID_RE.test(body[field])) {
+      return sendJson(res, 400, { status: 400, errors: { [field]: ['invalid or missing'] } });
     }
     const { token: _key, ...message } = body;
-    io.to(`room:lobby:${body.channel_id}`).emit('new_msg', message);
+    io.to(`${prefix}${body[field]}`).emit('new_msg', message);
     return sendJson(res, 200, { status: 200 });
   });
 }
 
-const httpServer = http.createServer((req, res) => {
-  const path = (req.url || '').split('?')[0];
-  if (req.method === 'GET' && path === '/api/health') return sendJson(res, 200, { status: 200 });
-  if (req.method === 'POST' && path === '/api/channel') return handleChannel(req, res);
-  return sendJson(res, 404, { status: 404, error: 'not_found' });
-});
+// Set once every worker listens (the primary says so): until then /api/health answers 503, so the harness
+// starts measuring only when every process takes connections.
+let ready = PROCESSES === 1;
+let io = null;
 
-const io = new Server(httpServer);
+async function makeAdapter() {
+  if (ADAPTER === 'cluster') return require('@socket.io/cluster-adapter').createAdapter();
+  if (ADAPTER === 'redis-streams') {
+    const { createClient } = require('redis');
+    const client = createClient({ url: REDIS_URL });
+    client.on('error', (err) => console.error(`peer: redis: ${err.message}`));
+    await client.connect();
+    return require('@socket.io/redis-streams-adapter').createAdapter(client);
+  }
+  return undefined;
+}
 
-io.use((socket, next) => {
-  const { auth, query } = socket.handshake;
-  const token = (auth && typeof auth.token === 'string' && auth.token) || (typeof query.token === 'string' && query.token);
-  const refuse = (code) => {
-    const err = new Error(code);
-    err.data = { code };
-    next(err);
+async function startServer() {
+  const options = {};
+  const adapter = await makeAdapter();
+  if (adapter) options.adapter = adapter;
+  if (RECOVERY_SECONDS > 0) options.connectionStateRecovery = { maxDisconnectionDuration: RECOVERY_SECONDS * 1000 };
+  const httpServer = http.createServer((req, res) => {
+    const path = (req.url || '').split('?')[0];
+    if (req.method === 'GET' && path === '/api/health') return sendJson(res, ready ? 200 : 503, { status: ready ? 200 : 503 });
+    if (req.method === 'POST' && PUSH_ROUTES[path]) return handlePush(req, res, PUSH_ROUTES[path]);
+    return sendJson(res, 404, { status: 404, error: 'not_found' });
+  });
+  io = new Server(httpServer, options);
+  setUpSockets(io);
+  httpServer.listen(PORT, HOST, () => {
+    const version = require('socket.io/package.json').version;
+    console.log(`peer: socket.io ${version} (pid ${process.pid}, adapter ${ADAPTER}) listening on ${HOST}:${PORT}`);
+    if (process.send) process.send({ peer: 'listening' });
+  });
+  process.on('message', (msg) => {
+    if (msg && msg.peer === 'ready') ready = true;
+  });
+  const shutdown = () => {
+    io.close();
+    process.exit(0);
   };
-  if (!token) return refuse('token_missing');
-  const { user, code } = verifyToken(token);
-  if (!user) return refuse(code);
-  socket.data.user = user;
-  return next();
-});
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+}
 
-io.on('connection', (socket) => {
-  const { user } = socket.data;
-  socket.join(`user:${user.sub}`);
-
-  const onRoomEvent = (action) => (...args) => {
-    const ack = typeof args[args.length - 1] === 'function' ? args.pop() : () => {};
-    const room = roomOf(args[0]);
-    if (room === null || !ROOM_RE.test(room)) return ack({ ok: false, error: 'invalid_room' });
-    if (action === 'join') {
-      if (!mayJoin(user, room)) return ack({ ok: false, error: 'unauthorized' });
-      socket.join(room);
-    } else {
-      socket.leave(room);
-    }
-    return ack({ ok: true, room });
+/** The primary of a multi-process peer: forks the workers, tells them when all of them listen. */
+function startPrimary() {
+  if (ADAPTER === 'cluster') require('@socket.io/cluster-adapter').setupPrimary();
+  let listening = 0;
+  for (let i = 0; i < PROCESSES; i += 1) {
+    const worker = cluster.fork();
+    worker.on('message', (msg) => {
+      if (msg && msg.peer === 'listening') {
+        listening += 1;
+        if (listening === PROCESSES) for (const w of Object.values(cluster.workers)) w.send({ peer: 'ready' });
+      }
+    });
+  }
+  cluster.on('exit', (worker, code) => {
+    console.error(`peer: worker ${worker.process.pid} exited with ${code}`);
+    process.exit(1);
+  });
+  const shutdown = () => {
+    for (const w of Object.values(cluster.workers)) w.process.kill('SIGTERM');
+    process.exit(0);
   };
-  socket.on('join', onRoomEvent('join'));
-  socket.on('leave', onRoomEvent('leave'));
-});
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+}
 
-httpServer.listen(PORT, HOST, () => {
-  console.log(`peer: socket.io ${require('socket.io/package.json').version} listening on ${HOST}:${PORT}`);
-});
+/** The contract's socket side: JWT at connect, the user's room, join and leave with acks. */
+function setUpSockets(io) {
+  io.use((socket, next) => {
+    const { auth, query } = socket.handshake;
+    const token = (auth && typeof auth.token === 'string' && auth.token) || (typeof query.token === 'string' && query.token);
+    const refuse = (code) => {
+      const err = new Error(code);
+      err.data = { code };
+      next(err);
+    };
+    if (!token) return refuse('token_missing');
+    const { user, code } = verifyToken(token);
+    if (!user) return refuse(code);
+    socket.data.user = user;
+    return next();
+  });
+  
+  io.on('connection', (socket) => {
+    const { user } = socket.data;
+    socket.join(`user:${user.sub}`);
+  
+    const onRoomEvent = (action) => (...args) => {
+      const ack = typeof args[args.length - 1] === 'function' ? args.pop() : () => {};
+      const room = roomOf(args[0]);
+      if (room === null || !ROOM_RE.test(room)) return ack({ ok: false, error: 'invalid_room' });
+      if (action === 'join') {
+        if (!mayJoin(user, room)) return ack({ ok: false, error: 'unauthorized' });
+        socket.join(room);
+      } else {
+        socket.leave(room);
+      }
+      return ack({ ok: true, room });
+    };
+    socket.on('join', onRoomEvent('join'));
+    socket.on('leave', onRoomEvent('leave'));
+  });
+}
 
-const shutdown = () => {
-  io.close();
-  process.exit(0);
-};
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
+if (PROCESSES > 1 && cluster.isPrimary) {
+  startPrimary();
+} else {
+  startServer().catch((err) => {
+    console.error(`peer: ${err.stack || err}`);
+    process.exit(1);
+  });
+}
