@@ -32,6 +32,7 @@ from .errors import translated, unavailable
 log = logging.getLogger(__name__)
 
 READ_COUNT = 1000
+MAX_CATCH_UP = 20  # reads of the stream a replay may take to catch up with the reader
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 TRIM_EVERY = 1.0
@@ -217,26 +218,36 @@ class RedisBroker(Broker):
         return _id(offset)
 
     async def replay(self, after: str, rooms: Collection[str]) -> Missed | None:
+        wanted = set(rooms)
         try:
-            missed = await self._entries_after(after, rooms)
+            if not await self._holds(after):
+                return None
+            missed: Missed = []
+            cursor = after
+            # The reader goes on delivering while the log is read, moving `position` past what was
+            # fetched: read again until the fetch reaches it. The check after the last await is what
+            # counts: the caller puts the socket in its rooms before yielding, so every push is either
+            # replayed (up to `position`) or delivered live (after it), never both, never neither.
+            for _ in range(MAX_CATCH_UP):
+                cursor = await self._fetch_after(cursor, wanted, missed)
+                if _id(cursor) >= _id(self.position):
+                    break
+            else:
+                log.warning("replay could not catch up with the stream; starting afresh")
+                return None
         except BackendUnavailable as exc:
             log.warning("replay from redis failed (%s); starting afresh", exc)
             return None
-        if missed is None:
-            return None
-        # Everything up to `position` was fetched; what lies past it is the reader's to deliver, once
-        # the socket is in its rooms (the caller does that before yielding again).
         position = _id(self.position)
         return [(offset, push) for offset, push in missed if _id(offset) <= position]
 
     @translated
-    async def _entries_after(self, after: str, rooms: Collection[str]) -> Missed | None:
-        """The entries after `after` that reach any of `rooms`; None when some are no longer held."""
-        wanted = set(rooms)
-        missed: Missed = []
-        if not await self._holds_after(after):
-            return None
-        cursor = after
+    async def _holds(self, after: str) -> bool:
+        return await self._holds_after(after)
+
+    @translated
+    async def _fetch_after(self, cursor: str, wanted: set[str], missed: Missed) -> str:
+        """Add the entries after `cursor` that reach any of `wanted` to `missed`; the last id read."""
         for _ in range(self.log_size // READ_COUNT + 2):
             entries: Any = await self._redis.xrange(self._stream, "(" + cursor, "+", count=READ_COUNT)
             for raw_id, fields in entries:
@@ -249,4 +260,4 @@ class RedisBroker(Broker):
                     missed.append((cursor, push))
             if len(entries) < READ_COUNT:
                 break
-        return missed
+        return cursor
