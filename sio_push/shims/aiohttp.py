@@ -13,16 +13,26 @@ from typing import Any
 
 from aiohttp import web
 
-from ..transport.protocol import EioServer, Front
+from ..transport.protocol import EioServer, Endpoint, Front
 
 
 class SocketSite(web.TCPSite):
-    """aiohttp's TCP site, with every connection read first by a `Front` for Engine.IO server `eio`."""
+    """aiohttp's TCP site, with every connection read first by a `Front` for Engine.IO server `eio` (and
+    `endpoint`, another websocket endpoint, if given)."""
 
-    def __init__(self, runner: web.BaseRunner, eio: EioServer, path: str, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        eio: EioServer,
+        path: str,
+        *args: Any,
+        endpoint: Endpoint | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(runner, *args, **kwargs)
         self._eio = eio
         self._path = path
+        self._endpoint = endpoint
 
     async def start(self) -> None:
         # As TCPSite.start, with a Front in front of aiohttp's own protocol.
@@ -31,7 +41,7 @@ class SocketSite(web.TCPSite):
         if http is None:
             raise RuntimeError("Call runner.setup() before starting a site")
         self._server = await asyncio.get_running_loop().create_server(
-            functools.partial(Front, http, self._eio, self._path),
+            functools.partial(Front, http, self._eio, self._path, self._endpoint),
             self._host,
             self._port,
             ssl=self._ssl_context,

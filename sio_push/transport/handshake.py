@@ -32,11 +32,16 @@ class Handshake:
 
     def origin_environ(self, scheme: str) -> dict[str, str]:
         """What python-engineio's origin check reads."""
-        environ = {"wsgi.url_scheme": scheme}
-        for name, key in _ORIGIN_HEADERS.items():
-            if name in self.headers:
-                environ[key] = self.headers[name]
-        return environ
+        return origin_environ(self.headers, scheme)
+
+
+def origin_environ(headers: dict[str, str], scheme: str) -> dict[str, str]:
+    """The WSGI-style environ of a handshake's origin headers `headers`, as python-engineio's check reads it."""
+    environ = {"wsgi.url_scheme": scheme}
+    for name, key in _ORIGIN_HEADERS.items():
+        if name in headers:
+            environ[key] = headers[name]
+    return environ
 
 
 _ORIGIN_HEADERS = {

@@ -71,16 +71,45 @@ class EioServer(Protocol):
     def open_direct(self, conn: Connection) -> EioSocket: ...
 
 
+class Endpoint(Protocol):
+    """Another websocket endpoint served on the same port (Phoenix Channels' `/socket/websocket`)."""
+
+    @property
+    def path(self) -> str: ...
+    def take(self, transport: asyncio.Transport, head: bytes, rest: bytes) -> bool:
+        """Take the connection whose request head (no blank line) is `head`, `rest` read after it.
+
+        False leaves the transport untouched, for aiohttp to answer.
+        """
+        ...
+
+
 class Front(asyncio.Protocol):
-    """Reads a new connection's request head, then gives the connection to a `Connection` or to aiohttp."""
+    """Reads a new connection's request head, then gives the connection to a `Connection`, the endpoint
+    (if one is served and the path is its), or aiohttp."""
 
-    __slots__ = ("_eio", "_head", "_http", "_lf_from", "_path", "_prefix", "_timer", "_transport")
+    __slots__ = (
+        "_eio",
+        "_endpoint",
+        "_endpoint_prefix",
+        "_head",
+        "_http",
+        "_lf_from",
+        "_path",
+        "_prefix",
+        "_timer",
+        "_transport",
+    )
 
-    def __init__(self, http: Callable[[], asyncio.Protocol], eio: EioServer, path: str) -> None:
+    def __init__(
+        self, http: Callable[[], asyncio.Protocol], eio: EioServer, path: str, endpoint: Endpoint | None = None
+    ) -> None:
         self._http = http
         self._eio = eio
         self._path = path
         self._prefix = b"GET " + path.encode()
+        self._endpoint = endpoint
+        self._endpoint_prefix = b"GET " + endpoint.path.encode() if endpoint is not None else None
         self._head = bytearray()
         self._lf_from = 0  # line ends before this offset have been checked
         self._transport: asyncio.Transport = cast(asyncio.Transport, None)  # set at once by the loop
@@ -93,12 +122,20 @@ class Front(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         head = self._head
         head += data
-        if head[: len(self._prefix)] != self._prefix[: len(head)]:
-            self._hand_off()  # not a GET of the Socket.IO path: nothing to wait for
+        ours = _begins(head, self._prefix)
+        other = self._endpoint_prefix
+        if not ours and (other is None or not _begins(head, other)):
+            self._hand_off()  # not a GET of the Socket.IO path (or the endpoint's): nothing to wait for
             return
         end = head.find(b"\r\n\r\n", max(self._lf_from - 3, 0))
         if end < 0:
             if len(head) > MAX_HEAD or self._bare_lf():
+                self._hand_off()
+            return
+        if not ours and self._endpoint is not None:
+            # Admission of new connections (503 with Retry-After) applies to the endpoint's handshakes too.
+            self._stop_timer()
+            if not self._endpoint.take(self._transport, bytes(head[:end]), bytes(head[end + 4 :])):
                 self._hand_off()
             return
         handshake = parse_handshake(bytes(head[:end]), self._path)
@@ -159,6 +196,11 @@ class Front(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+
+
+def _begins(head: bytearray, prefix: bytes) -> bool:
+    """Whether `head` (complete or not yet) may begin with `prefix`."""
+    return head[: len(prefix)] == prefix[: len(head)]
 
 
 class Connection(asyncio.Protocol):
