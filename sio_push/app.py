@@ -10,8 +10,9 @@ from . import http
 from .auth import create_auth
 from .config import Settings
 from .engines import create_engine
-from .keys import AUTH, ENGINE, METRICS, SETTINGS, SOCKETS
+from .keys import AUTH, ENGINE, METRICS, PHOENIX, SETTINGS, SOCKETS
 from .metrics import Metrics
+from .phoenix import create_phoenix
 from .shims.aiohttp import SocketSite
 from .sio import create_socket_layer
 
@@ -31,11 +32,13 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
+    await app[PHOENIX].channels.close()
     await app[SOCKETS].close()
 
 
 def create_app(settings: Settings) -> web.Application:
-    """Build the whole server: sockets at `/socket.io/`, the push API under `/api/`, the demo if asked."""
+    """Build the whole server: sockets at `/socket.io/` (Socket.IO) and `/socket/websocket` (Phoenix Channels),
+    the push API under `/api/`, the demo if asked."""
     app = web.Application(middlewares=[http.error_middleware])
     engine = create_engine(settings)
     metrics = Metrics(settings.metrics_dir)
@@ -47,6 +50,7 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH] = auth
     app[ENGINE] = engine
     app[SOCKETS] = sockets
+    app[PHOENIX] = create_phoenix(settings, auth, sockets, metrics)
     http.setup_routes(app)
     if settings.demo:
         from .demo import setup_routes as setup_demo_routes
@@ -59,6 +63,8 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def create_site(runner: web.AppRunner, host: str | None, port: int, *, reuse_port: bool | None = None) -> SocketSite:
-    """The listening site of an app of `create_app`: Socket.IO's websockets served by our own transport."""
+    """The listening site of an app of `create_app`: Socket.IO's and Phoenix's websockets served by our own
+    transport."""
     eio = runner.app[SOCKETS].server.eio
-    return SocketSite(runner, eio, f"/{SOCKETIO_PATH}/", host, port, reuse_port=reuse_port)
+    endpoint = runner.app[PHOENIX].endpoint
+    return SocketSite(runner, eio, f"/{SOCKETIO_PATH}/", host, port, reuse_port=reuse_port, endpoint=endpoint)

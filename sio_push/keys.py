@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .engines import Engine
     from .metrics import Metrics
+    from .phoenix import PhoenixLayer
     from .sio import SocketLayer
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -18,3 +19,4 @@ AUTH: web.AppKey[Auth] = web.AppKey("auth")
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SOCKETS: web.AppKey[SocketLayer] = web.AppKey("sockets")
+PHOENIX: web.AppKey[PhoenixLayer] = web.AppKey("phoenix")

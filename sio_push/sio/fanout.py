@@ -11,7 +11,7 @@ several target rooms of one push is one recipient and gets the push once.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
@@ -39,12 +39,25 @@ def encode(event: str, data: Any, offset: str | None = None) -> eio_packet.Packe
     return eio_packet.Packet(eio_packet.MESSAGE, f"{sio_packet.EVENT}{dumps(args).decode()}")
 
 
+class Others(Protocol):
+    """The local members of the same rooms over another protocol (Phoenix Channels: `phoenix.hub.Hub`)."""
+
+    def deliver(self, push: Push) -> int:
+        """Write `push` to its rooms' members; how many got it."""
+        ...
+
+    def send_to(self, sid: str, event: str, data: Any) -> bool:
+        """Send one event to member `sid` if it is one of these (False: not one of these)."""
+        ...
+
+
 class Fanout:
-    """Writes pushes to the local sockets of `server`."""
+    """Writes pushes to the local sockets of `server`, and of the other protocol's members, if any."""
 
     def __init__(self, server: PushServer, metrics: Metrics | None = None) -> None:
         self._server = server
         self._deliveries = metrics.deliveries if metrics is not None else None
+        self.others: Others | None = None  # set once, when the other protocol is served
 
     def reply_connect(self, eio_sid: str, data: dict[str, str]) -> None:
         """Queue the CONNECT reply of namespace "/" (`{"sid", "pid"}`)."""
@@ -69,19 +82,23 @@ class Fanout:
         _send(self._server.socket_of(eio_sid), packet_frame(pkt), pkt)
 
     async def deliver(self, push: Push, offset: str | None) -> None:
+        # Both protocols' members are written in this one synchronous call: they see pushes in one order.
+        count = self.others.deliver(push) if self.others is not None else 0
         eio_sids = self.recipients(push.rooms)
-        if not eio_sids:
-            return
-        if self._deliveries is not None:
-            self._deliveries.inc(len(eio_sids))
-        pkt = encode(push.event, push.data, offset)
-        frame = packet_frame(pkt)
-        sockets = self._server.eio.sockets
-        for eio_sid in eio_sids:
-            _send(sockets.get(eio_sid), frame, pkt)
+        if eio_sids:
+            count += len(eio_sids)
+            pkt = encode(push.event, push.data, offset)
+            frame = packet_frame(pkt)
+            sockets = self._server.eio.sockets
+            for eio_sid in eio_sids:
+                _send(sockets.get(eio_sid), frame, pkt)
+        if count and self._deliveries is not None:
+            self._deliveries.inc(count)
 
     def send_to(self, sid: str, event: str, data: Any) -> None:
         """Send one event to one local socket, with no offset (it is never replayed)."""
+        if self.others is not None and self.others.send_to(sid, event, data):
+            return
         eio_sid = self._server.eio_sid_of(sid)
         if eio_sid is not None:
             self.write(eio_sid, encode(event, data))

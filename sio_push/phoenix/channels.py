@@ -1,0 +1,182 @@
+"""What Phoenix sockets may do: connect, join and leave topics (§1's rooms), type; with Socket.IO's rules.
+
+A join is decided by `sio.handlers.JoinRules`, the same decision as a Socket.IO `join`; presence goes
+through the Socket.IO layer's `PresenceTracker` with the Phoenix socket's sid, so members of one room
+see each other whichever protocol they speak. Replies follow Phoenix's own server: a message on a topic
+not joined answers `{"reason": "unmatched topic"}`, a `phx_leave` is answered ok, then `phx_close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from ..auth import Auth, Identity
+from ..errors import BackendUnavailable
+from ..logs import BadInputLog
+from ..metrics import Metrics
+from ..rooms import Room, parse_room
+from ..sio.handlers import JoinRules, typing_changes
+from ..sio.presence import PresenceTracker
+from .hub import Hub
+from .serializer import Message, reply
+
+if TYPE_CHECKING:
+    from .socket import PhoenixSocket
+
+log = logging.getLogger(__name__)
+
+
+def _refusal(message: Message, reason: str) -> Message:
+    return reply(message, "error", {"reason": reason})
+
+
+class Channels:
+    """The Phoenix side of one app.
+
+    :param auth: decides connects and joins.
+    :param joins: the join decision shared with Socket.IO's `join`.
+    :param tracker: presence of `room:*` rooms (shared with Socket.IO members).
+    :param hub: the Phoenix sockets of this process and their rooms.
+    :param metrics: counts Phoenix sockets.
+    :param timeout: seconds a socket may send nothing before it is closed.
+    :param events_per_second: each socket's message rate (burst twice that), heartbeats not counted.
+    :param max_message_bytes: the largest message a client may send.
+    """
+
+    def __init__(
+        self,
+        auth: Auth,
+        joins: JoinRules,
+        tracker: PresenceTracker,
+        hub: Hub,
+        metrics: Metrics,
+        timeout: float = 60.0,
+        events_per_second: float = 20.0,
+        max_message_bytes: int = 64 * 1024,
+    ) -> None:
+        self._auth = auth
+        self._joins = joins
+        self._tracker = tracker
+        self.hub = hub
+        self._metrics = metrics
+        self.timeout = timeout
+        self.events_per_second = events_per_second
+        self.max_message_bytes = max_message_bytes
+        self.bad_input = BadInputLog(log)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def connect(self, token: object) -> Identity:
+        """Who a connecting socket is; raises AuthError to refuse it (403).
+
+        The one place a Phoenix connect is decided: revoked tokens and the per-user socket limit (SPEC §7)
+        refuse here too.
+        """
+        return await self._auth.authenticate(token)
+
+    def opened(self, socket: PhoenixSocket) -> None:
+        self.hub.add(socket)
+        self._metrics.phoenix_sockets.inc()
+        user = socket.identity.user_id if socket.identity else None
+        log.info("phoenix connected sid=%s user=%s vsn=%s", socket.sid, user, socket.vsn)
+
+    def gone(self, socket: PhoenixSocket) -> None:
+        """A socket ended: out of every room at once, then out of presence."""
+        self.hub.remove(socket)
+        self._metrics.phoenix_sockets.dec()
+        topics = list(socket.channels)
+        socket.channels.clear()
+        rooms = [room for room in map(parse_room, topics) if room is not None and room.has_presence]
+        if rooms:
+            self._spawn(self._untrack(rooms, socket.sid))
+        log.info("phoenix disconnected sid=%s", socket.sid)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _untrack(self, rooms: list[Room], sid: str) -> None:
+        for room in rooms:
+            await self._tracker.untrack(room, sid)
+
+    async def handle(self, socket: PhoenixSocket, message: Message) -> None:
+        """One message from a client (not a heartbeat), in the order sent."""
+        event = message.event
+        if event == "phx_join":
+            await self._join(socket, message)
+        elif event == "phx_leave":
+            await self._leave(socket, message)
+        elif message.topic not in socket.channels:
+            socket.send(_refusal(message, "unmatched topic"))
+        elif event == "user:typing":
+            await self._typing(socket, message)
+        else:
+            self.bad_input.warning(socket.sid, "unknown event %r from %s ignored", event[:64], socket.sid)
+            socket.send(_refusal(message, "unknown_event"))
+
+    async def _join(self, socket: PhoenixSocket, message: Message) -> None:
+        identity = socket.identity
+        if identity is None:
+            return
+        topic = message.topic
+        if topic in socket.channels:
+            # A rejoin (phoenix.js rejoins with a new join_ref): as Phoenix, the old channel closes first.
+            await self._exit(socket, topic)
+        room = await self._joins.decide(f"sid={socket.sid}", identity, topic, socket.channels)
+        if not isinstance(room, Room):
+            socket.send(_refusal(message, room))
+            return
+        if socket.closed or topic in socket.channels:  # gone, or joined by a message meanwhile
+            return
+        socket.channels[topic] = message.join_ref
+        self.hub.enter(topic, socket)
+        socket.send(reply(message, "ok", {}))
+        if room.has_presence:
+            await self._tracker.track(room, socket.sid, identity)
+        log.info("phoenix joined sid=%s user=%s room=%s", socket.sid, identity.user_id, topic)
+
+    async def _leave(self, socket: PhoenixSocket, message: Message) -> None:
+        socket.send(reply(message, "ok", {}))
+        if message.topic in socket.channels:
+            await self._exit(socket, message.topic)
+
+    async def _exit(self, socket: PhoenixSocket, topic: str) -> None:
+        """Close the channel on `topic`: out of the room, `phx_close` with its join_ref, out of presence."""
+        join_ref = socket.channels.pop(topic)
+        self.hub.exit(topic, socket)
+        socket.send(Message(join_ref, join_ref, topic, "phx_close", {}))
+        room = parse_room(topic)
+        if room is not None and room.has_presence:
+            await self._tracker.untrack(room, socket.sid)
+        log.info("phoenix left sid=%s room=%s", socket.sid, topic)
+
+    async def _typing(self, socket: PhoenixSocket, message: Message) -> None:
+        payload: Any = message.payload
+        changes = typing_changes(payload) if isinstance(payload, dict) else None
+        if changes is None:
+            socket.send(_refusal(message, "invalid_payload"))
+            return
+        room = parse_room(message.topic)
+        if room is None or not room.has_presence:
+            socket.send(_refusal(message, "invalid_room"))
+            return
+        try:
+            await self._tracker.typing(room, socket.sid, changes)
+        except BackendUnavailable:
+            socket.send(_refusal(message, "unavailable"))
+            return
+        socket.send(reply(message, "ok", {}))
+
+    async def close(self) -> None:
+        """Close every Phoenix socket (shutdown): code 1001, so that phoenix.js reconnects elsewhere.
+
+        Their presence is untracked before this returns, so the leaves are sent with the last diffs.
+        """
+        count = self.hub.close()
+        if count:
+            log.info("closed %d Phoenix sockets for shutdown", count)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
