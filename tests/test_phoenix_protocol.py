@@ -1,0 +1,217 @@
+"""The Phoenix Channels wire protocol of sio-push, frame by frame, with aiohttp's websocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .conftest import ALL_ROOMS, SERVICE_KEY, TIMEOUT, Server, make_token
+
+
+class Phx:
+    """One raw Phoenix socket (v2 arrays unless `vsn` says otherwise)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, vsn: str = "2.0.0") -> None:
+        self.ws = ws
+        self.vsn = vsn
+        self._ref = 0
+
+    async def send(self, topic: str, event: str, payload: Any = None, join_ref: str | None = None) -> str:
+        self._ref += 1
+        ref = str(self._ref)
+        payload = {} if payload is None else payload
+        if self.vsn == "2.0.0":
+            await self.ws.send_str(json.dumps([join_ref, ref, topic, event, payload]))
+        else:
+            message = {"join_ref": join_ref, "ref": ref, "topic": topic, "event": event, "payload": payload}
+            await self.ws.send_str(json.dumps(message))
+        return ref
+
+    async def join(self, topic: str) -> str:
+        """Join `topic` (its ref is its join_ref); answered ok."""
+        ref = str(self._ref + 1)
+        await self.send(topic, "phx_join", {}, join_ref=ref)
+        assert await self.next("phx_reply") == [ref, ref, topic, "phx_reply", {"status": "ok", "response": {}}]
+        return ref
+
+    async def next(self, *events: str) -> Any:
+        """The next message (of one of `events`, when given), as a v2 array."""
+        for _ in range(100):
+            msg = await asyncio.wait_for(self.ws.receive(), TIMEOUT)
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            value = json.loads(msg.data)
+            if isinstance(value, dict):
+                value = [value["join_ref"], value["ref"], value["topic"], value["event"], value["payload"]]
+            if not events or value[3] in events:
+                return value
+        raise AssertionError("too many messages")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def _open(http: aiohttp.ClientSession, server: Server, sub: str = "ann", vsn: str | None = "2.0.0", **kw: Any):
+    query = f"?token={make_token(sub, rooms=ALL_ROOMS)}" + (f"&vsn={vsn}" if vsn else "")
+    ws = await http.ws_connect(f"{server.url}/socket/websocket{query}", **kw)
+    return Phx(ws, vsn or "1.0.0")
+
+
+async def test_heartbeats_are_answered_and_broadcasts_carry_no_join_ref(server, http):
+    phx = await _open(http, server)
+    ref = await phx.send("phoenix", "heartbeat")
+    assert await phx.next() == [None, ref, "phoenix", "phx_reply", {"status": "ok", "response": {}}]
+    join_ref = await phx.join("room:topic:t1")
+    state = await phx.next("presence_state")
+    assert state[:4] == [join_ref, None, "room:topic:t1", "presence_state"] and list(state[4]) == ["ann"]
+    await server.push("/api/message", channel_id="c1", thread_id="t1", token2="x")
+    assert await phx.next("new_msg") == [
+        None,
+        None,
+        "room:topic:t1",
+        "new_msg",
+        {"channel_id": "c1", "thread_id": "t1", "token2": "x"},
+    ]
+
+
+async def test_emits_keep_their_event_and_non_object_payloads_are_wrapped(server, http):
+    phx = await _open(http, server)
+    await phx.join("user:ann")
+    for data in ({"a": 1}, [1, 2], "text", None):
+        body = {"token": SERVICE_KEY, "rooms": ["user:ann"], "event": "notice", "data": data}
+        assert (await server.post("/api/emit", body))[0] == 200
+        expected = data if isinstance(data, dict) else {"data": data}
+        assert (await phx.next("notice"))[4] == expected
+
+
+async def test_unknown_events_unmatched_topics_and_malformed_frames(server, http):
+    phx = await _open(http, server)
+    await phx.join("room:lobby:c1")
+    ref = await phx.send("room:lobby:c1", "shout", {"x": 1}, join_ref="1")
+    assert await phx.next("phx_reply") == [
+        "1",
+        ref,
+        "room:lobby:c1",
+        "phx_reply",
+        {"status": "error", "response": {"reason": "unknown_event"}},
+    ]
+    ref = await phx.send("room:lobby:c2", "user:typing", {"typing": True})
+    reply = await phx.next("phx_reply")
+    assert reply[1:] == [
+        ref,
+        "room:lobby:c2",
+        "phx_reply",
+        {"status": "error", "response": {"reason": "unmatched topic"}},
+    ]
+    for junk in ("not json", "[1, 2]", '{"topic": 1}', '[null, null, 5, "e", {}]', "[" * 50_000, "[NaN]"):
+        await phx.ws.send_str(junk)
+    ref = await phx.send("phoenix", "heartbeat")
+    assert (await phx.next())[1] == ref  # still open, the junk ignored
+
+
+async def test_a_binary_frame_closes_the_socket(server, http):
+    phx = await _open(http, server)
+    await phx.ws.send_bytes(b"\x00\x01")
+    msg = await asyncio.wait_for(phx.ws.receive(), TIMEOUT)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1003
+
+
+async def test_leave_answers_ok_then_closes_the_channel(server, http):
+    phx = await _open(http, server)
+    join_ref = await phx.join("room:lobby:c1")
+    ref = await phx.send("room:lobby:c1", "phx_leave", join_ref=join_ref)
+    reply = [join_ref, ref, "room:lobby:c1", "phx_reply", {"status": "ok", "response": {}}]
+    assert await phx.next("phx_reply", "phx_close") == reply
+    assert await phx.next("phx_reply", "phx_close") == [join_ref, join_ref, "room:lobby:c1", "phx_close", {}]
+    await server.push("/api/channel", channel_id="c1", n=1)
+    ref = await phx.send("phoenix", "heartbeat")
+    while (message := await phx.next())[1] != ref:
+        assert message[3] != "new_msg"
+
+
+async def test_a_rejoin_closes_the_old_channel_and_sends_a_fresh_state(server, http):
+    phx = await _open(http, server)
+    old = await phx.join("room:c1")
+    await phx.next("presence_state")
+    new = await phx.send("room:c1", "phx_join", join_ref="9")
+    assert await phx.next("phx_close") == [old, old, "room:c1", "phx_close", {}]
+    assert (await phx.next("phx_reply"))[:2] == ["9", new]
+    state = await phx.next("presence_state")
+    assert state[0] == "9" and len(state[4]["ann"]["metas"]) == 1
+
+
+async def test_client_messages_are_rate_limited_but_not_heartbeats(make_server, http):
+    server = await make_server(events_per_second=1)
+    phx = await _open(http, server)
+    await phx.join("user:ann")
+    await phx.join("room:lobby:c1")
+    ref = await phx.send("room:lobby:c2", "phx_join", join_ref="x")
+    assert (await phx.next("phx_reply"))[1:] == [
+        ref,
+        "room:lobby:c2",
+        "phx_reply",
+        {"status": "error", "response": {"reason": "rate_limited"}},
+    ]
+    ref = await phx.send("phoenix", "heartbeat")
+    assert (await phx.next("phx_reply"))[4] == {"status": "ok", "response": {}}
+
+
+async def test_v1_objects_and_a_missing_vsn(server, http):
+    phx = await _open(http, server, vsn=None)
+    await phx.send("room:lobby:c1", "phx_join", join_ref="1")
+    raw = json.loads((await asyncio.wait_for(phx.ws.receive(), TIMEOUT)).data)
+    assert raw["event"] == "phx_reply" and raw["payload"] == {"status": "ok", "response": {}} and raw["ref"] == "1"
+    await server.push("/api/channel", channel_id="c1", n=2)
+    assert (await phx.next("new_msg"))[4] == {"channel_id": "c1", "n": 2}
+
+
+async def test_handshakes_refused_with_403(server, http):
+    for query in (
+        "",
+        "?token=bad&vsn=2.0.0",
+        f"?token={make_token('ann', ttl=-5)}",
+        f"?token={make_token('a')}&vsn=3.0.0",
+    ):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await http.ws_connect(f"{server.url}/socket/websocket{query}")
+        assert info.value.status == 403
+
+
+@pytest.mark.parametrize("alphabet", ["standard", "urlsafe"])
+async def test_the_auth_token_subprotocol_is_answered_phoenix(server, http, alphabet):
+    token = make_token("ann", rooms=ALL_ROOMS)
+    encode = base64.b64encode if alphabet == "standard" else base64.urlsafe_b64encode
+    offer = "base64url.bearer.phx." + encode(token.encode()).decode().rstrip("=")
+    ws = await http.ws_connect(f"{server.url}/socket/websocket?vsn=2.0.0", protocols=("phoenix", offer))
+    assert ws.protocol == "phoenix"
+    await Phx(ws).join("user:ann")
+
+
+async def test_shutdown_closes_phoenix_sockets_with_1001(make_server, http):
+    server = await make_server()
+    phx = await _open(http, server)
+    await phx.join("user:ann")
+    closing = asyncio.create_task(server.runner.shutdown())
+    msg = await asyncio.wait_for(phx.ws.receive(), TIMEOUT)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
+    await closing
+
+
+async def test_sockets_are_counted_and_other_paths_are_aiohttps(server, http):
+    phx = await _open(http, server)
+    await phx.join("user:ann")
+    headers = {"Authorization": f"Bearer {SERVICE_KEY}"}
+    async with http.get(f"{server.url}/metrics", headers=headers) as resp:
+        assert "sio_push_phoenix_sockets 1.0" in await resp.text()
+    async with http.get(f"{server.url}/socket/websocket?vsn=2.0.0") as resp:
+        assert resp.status == 404  # not a websocket handshake: aiohttp's
+    async with http.get(f"{server.url}/socket/websocketx") as resp:
+        assert resp.status == 404
