@@ -11,6 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from sio_push.keys import PHOENIX
+
 from .conftest import ALL_ROOMS, SERVICE_KEY, TIMEOUT, Server, make_token
 
 
@@ -215,3 +217,19 @@ async def test_sockets_are_counted_and_other_paths_are_aiohttps(server, http):
         assert resp.status == 404  # not a websocket handshake: aiohttp's
     async with http.get(f"{server.url}/socket/websocketx") as resp:
         assert resp.status == 404
+
+
+async def test_the_server_may_take_a_socket_out_of_a_room(server, http, connect):
+    sio = await connect(server, "bob")
+    assert (await sio.join("room:c1"))["ok"]
+    phx = await _open(http, server)
+    join_ref = await phx.join("room:c1")
+    await sio.presence_until("room:c1", lambda view: "ann" in view)
+    channels = server.app[PHOENIX].channels
+    assert channels.sockets_of(sid="phx:none") == []
+    (socket,) = channels.sockets_of(user_id="ann")
+    await channels.remove(socket, "room:c1", "revoked")
+    left = await phx.next("room_left")
+    assert left == [join_ref, None, "room:c1", "room_left", {"room": "room:c1", "reason": "revoked"}]
+    assert await phx.next("phx_close") == [join_ref, join_ref, "room:c1", "phx_close", {}]
+    await sio.presence_until("room:c1", lambda view: "ann" not in view)

@@ -170,6 +170,22 @@ class Channels:
             return
         socket.send(reply(message, "ok", {}))
 
+    def sockets_of(self, user_id: str | None = None, sid: str | None = None) -> list[PhoenixSocket]:
+        """This process's Phoenix sockets of user `user_id`, or the one of `sid`."""
+        if sid is not None:
+            socket = self.hub.sockets.get(sid)
+            return [socket] if socket is not None else []
+        return [s for s in self.hub.sockets.values() if s.identity is not None and s.identity.user_id == user_id]
+
+    async def remove(self, socket: PhoenixSocket, topic: str, reason: str) -> None:
+        """Take `socket` out of `topic` on the server's decision (SPEC §7 unsubscribe, a refresh's rooms):
+        `room_left` `{"room", "reason"}` on the topic, then `phx_close`, as a Phoenix server would."""
+        if topic not in socket.channels:
+            return
+        join_ref = socket.channels[topic]
+        socket.send(Message(join_ref, None, topic, "room_left", {"room": topic, "reason": reason}))
+        await self._exit(socket, topic)
+
     async def close(self) -> None:
         """Close every Phoenix socket (shutdown): code 1001, so that phoenix.js reconnects elsewhere.
 
