@@ -18,7 +18,7 @@ from ..errors import AuthError
 from ..limits import TokenBucket
 from ..transport.frames import GOING_AWAY, NORMAL, UNSUPPORTED, Close, Parser, Ping, ProtocolError, ws_frame
 from ..transport.handshake import accept_response
-from ..transport.protocol import CLOSE_SECONDS, INBOX_LIMIT, MAX_BUFFER
+from ..transport.protocol import INBOX_LIMIT, MAX_BUFFER, answer_ping, close_websocket
 from .hub import SID_PREFIX
 from .serializer import Message, decode, encode, reply
 
@@ -108,11 +108,9 @@ class PhoenixSocket(asyncio.Protocol):
                 self._channels.bad_input.warning(self.sid, "%s sent a binary frame; closing it", self.sid)
                 self.close(UNSUPPORTED)
             elif type(event) is Ping:
-                if self.transport.get_write_buffer_size() > MAX_BUFFER:
+                if not answer_ping(self.transport, self._parser):
                     log.warning("%s pings but does not read; closing it", self.sid)
-                    self.transport.abort()
                     return
-                self.transport.write(self._parser.data_to_send())
             elif type(event) is Close:
                 self.close()
             elif type(event) is ProtocolError:
@@ -188,20 +186,11 @@ class PhoenixSocket(asyncio.Protocol):
     # -- closing
 
     def close(self, code: int = NORMAL) -> None:
-        """Send a close frame (or the answer to the client's) and end the socket; as `Connection.close`."""
+        """Send a close frame (`transport.protocol.close_websocket`) and end the socket."""
         if self.closed:
             return
-        self._parser.send_close(code)
-        transport = self.transport
-        if not transport.is_closing():
-            transport.write(self._parser.data_to_send())
-            if transport.can_write_eof():
-                transport.write_eof()
-                transport.resume_reading()
-                self._cancel_timer()
-                self._timer = asyncio.get_running_loop().call_later(CLOSE_SECONDS, transport.abort)
-            else:
-                transport.close()
+        self._cancel_timer()
+        self._timer = close_websocket(self.transport, self._parser, code)
         self._end()
 
     def eof_received(self) -> bool | None:

@@ -198,6 +198,34 @@ class Front(asyncio.Protocol):
         self._stop_timer()
 
 
+def answer_ping(transport: asyncio.Transport, parser: Parser) -> bool:
+    """Write the pong `parser` queued; False (and the connection aborted) for a client that does not read."""
+    if transport.get_write_buffer_size() > MAX_BUFFER:
+        transport.abort()
+        return False
+    transport.write(parser.data_to_send())
+    return True
+
+
+def close_websocket(transport: asyncio.Transport, parser: Parser, code: int) -> asyncio.TimerHandle | None:
+    """Send our close frame (or the answer to the client's) and shut our side; the deadline's timer, if any.
+
+    Our side of the TCP connection is shut after the frame; the client's is read (and dropped) until it
+    closes it, so that nothing it still sends turns into a reset that could lose the close frame. A
+    client that neither reads nor closes is cut off after `CLOSE_SECONDS`.
+    """
+    parser.send_close(code)  # nothing if the parser has answered a close or an error already
+    if transport.is_closing():  # aborted (a client that does not read): nothing more to say
+        return None
+    transport.write(parser.data_to_send())
+    if not transport.can_write_eof():
+        transport.close()
+        return None
+    transport.write_eof()
+    transport.resume_reading()
+    return asyncio.get_running_loop().call_later(CLOSE_SECONDS, transport.abort)
+
+
 def _begins(head: bytearray, prefix: bytes) -> bool:
     """Whether `head` (complete or not yet) may begin with `prefix`."""
     return head[: len(prefix)] == prefix[: len(head)]
@@ -279,11 +307,9 @@ class Connection(asyncio.Protocol):
             if type(event) is str or type(event) is bytes:
                 self._message(event)
             elif type(event) is Ping:
-                if self.transport.get_write_buffer_size() > MAX_BUFFER:
+                if not answer_ping(self.transport, self._parser):
                     log.warning("sid=%s pings but does not read; closing it", self.socket and self.socket.sid)
-                    self.transport.abort()
                     return
-                self.transport.write(self._parser.data_to_send())
             elif type(event) is Close:
                 self.close()
             elif type(event) is ProtocolError:
@@ -338,27 +364,11 @@ class Connection(asyncio.Protocol):
             self._timer = None
 
     def close(self, code: int = NORMAL) -> None:
-        """Send a close frame (or the answer to the client's) and end the connection, and the session with it.
-
-        Our side of the TCP connection is shut after the frame; the client's is read (and dropped)
-        until it closes it, so that nothing it still sends turns into a reset that could lose the
-        close frame. A client that neither reads nor closes is cut off after `CLOSE_SECONDS`.
-        """
+        """Send a close frame (`close_websocket`) and end the connection, and the session with it."""
         if self.closed:
             return
-        self._parser.send_close(code)  # nothing if the parser has answered a close or an error already
-        transport = self.transport
-        if transport.is_closing():  # aborted (a client that does not read): nothing more to say
-            self._end()
-            return
-        transport.write(self._parser.data_to_send())
-        if transport.can_write_eof():
-            transport.write_eof()
-            transport.resume_reading()
-            self._cancel_timer()
-            self._timer = asyncio.get_running_loop().call_later(CLOSE_SECONDS, transport.abort)
-        else:
-            transport.close()
+        self._cancel_timer()
+        self._timer = close_websocket(self.transport, self._parser, code)
         self._end()
 
     def eof_received(self) -> bool | None:
