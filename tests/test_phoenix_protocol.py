@@ -233,3 +233,19 @@ async def test_the_server_may_take_a_socket_out_of_a_room(server, http, connect)
     assert left == [join_ref, None, "room:c1", "room_left", {"room": "room:c1", "reason": "revoked"}]
     assert await phx.next("phx_close") == [join_ref, join_ref, "room:c1", "phx_close", {}]
     await sio.presence_until("room:c1", lambda view: "ann" not in view)
+
+
+async def test_a_handshake_arriving_byte_by_byte_is_taken(server):
+    """"GET /socket.io/" and "GET /socket/websocket" share "GET /socket": the head is read to its end."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    head = (
+        f"GET /socket/websocket?token={make_token('ann')}&vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Key: {base64.b64encode(bytes(16)).decode()}\r\n\r\n"
+    ).encode()
+    for byte in head:
+        writer.write(bytes([byte]))
+        await writer.drain()
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    writer.close()
