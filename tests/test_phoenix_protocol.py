@@ -236,7 +236,7 @@ async def test_the_server_may_take_a_socket_out_of_a_room(server, http, connect)
 
 
 async def test_a_handshake_arriving_byte_by_byte_is_taken(server):
-    """"GET /socket.io/" and "GET /socket/websocket" share "GET /socket": the head is read to its end."""
+    """ "GET /socket.io/" and "GET /socket/websocket" share "GET /socket": the head is read to its end."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     head = (
         f"GET /socket/websocket?token={make_token('ann')}&vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
