@@ -72,6 +72,10 @@ class Settings:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_grace_seconds: float = 5.0
+    webhook_retry_seconds: float = 300.0  # a failing request is retried for this long, then dropped
+    webhook_backoff_seconds: float = 1.0  # the first wait between tries, doubling up to 30 s
+    webhook_timeout_seconds: float = 10.0  # one try's timeout
+    webhook_max_pending: int = 10_000  # events waiting to be sent; more are dropped (counted)
     # §9 Phoenix Channels
     phoenix_timeout_seconds: float = 60.0
     metrics_dir: str | None = None  # set by the entry point for --workers
@@ -284,6 +288,10 @@ def load_settings(
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
         webhook_grace_seconds=_number(env, "PUSH_WEBHOOK_GRACE_SECONDS", 5, problems),
+        webhook_retry_seconds=_number(env, "PUSH_WEBHOOK_RETRY_SECONDS", 300, problems),
+        webhook_backoff_seconds=_number(env, "PUSH_WEBHOOK_BACKOFF_SECONDS", 1, problems, minimum=0.01),
+        webhook_timeout_seconds=_number(env, "PUSH_WEBHOOK_TIMEOUT_SECONDS", 10, problems, minimum=0.1),
+        webhook_max_pending=_whole(env, "PUSH_WEBHOOK_MAX_PENDING", 10_000, problems, minimum=100),
         phoenix_timeout_seconds=_number(env, "PUSH_PHOENIX_TIMEOUT_SECONDS", 60, problems, minimum=1),
         log_level=log_level,
         log_format=log_format,

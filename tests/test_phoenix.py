@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -12,7 +11,6 @@ import pytest
 
 from .conftest import ALL_ROOMS, Client, Server, make_token
 from .node_client import NodeClient
-from .processes import ServerProcess
 
 Phoenix = Callable[..., Awaitable[NodeClient]]
 
@@ -151,23 +149,8 @@ async def test_pushes_arrive_in_the_order_socketio_clients_see(server, phoenix, 
     assert seen_phx == seen_sio == sent
 
 
-@pytest.fixture
-async def processes(tmp_path) -> AsyncIterator[Callable[..., Awaitable[ServerProcess]]]:
-    started: list[ServerProcess] = []
-
-    async def start(**env: str) -> ServerProcess:
-        server = ServerProcess(tmp_path / f"server-{len(started)}.log", env=env)
-        started.append(server)
-        return await server.start()
-
-    yield start
-    for server in started:
-        await server.stop()
-
-
-async def test_two_processes_on_redis(processes, redis_server, phoenix, client_factory):
-    env = {"PUSH_REDIS_URL": redis_server.url, "PUSH_REDIS_PREFIX": f"phx-{uuid.uuid4().hex[:8]}:"}
-    a, b = await processes(**env), await processes(**env)
+async def test_two_processes_on_redis(processes, redis_env, phoenix, client_factory):
+    a, b = await processes(**redis_env), await processes(**redis_env)
     sio: Client = client_factory()
     await sio.sio.connect(b.url, auth={"token": make_token("bob", rooms=ALL_ROOMS)}, transports=["websocket"])
     assert (await sio.join("room:c1"))["ok"]

@@ -12,7 +12,16 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from .. import __version__
-from .schemas import ChannelSchema, CommunitySchema, EmitSchema, MessageSchema, UserSchema
+from .schemas import (
+    BatchSchema,
+    ChannelSchema,
+    CommunitySchema,
+    EmitSchema,
+    MessageSchema,
+    PresenceQuerySchema,
+    RoomsQuerySchema,
+    UserSchema,
+)
 
 _ROUTES = [
     ("/api/message", MessageSchema, "new_msg to room:lobby:<channel_id> and room:topic:<thread_id>"),
@@ -20,7 +29,10 @@ _ROUTES = [
     ("/api/community", CommunitySchema, "new_msg to room:<community_id>"),
     ("/api/user", UserSchema, "new_msg to user:<user_id>"),
     ("/api/emit", EmitSchema, "any event, with data as its one argument, to any rooms"),
+    ("/api/batch", BatchSchema, "1-100 /api/emit bodies, delivered in order, each with its own offset"),
 ]
+_COUNTED = {"users": {"type": "integer"}, "sockets": {"type": "integer"}}
+_COUNTS = {"type": "object", "properties": _COUNTED}
 
 _ERRORS = {
     "401": "missing or wrong service key",
@@ -63,6 +75,7 @@ def build_spec() -> dict[str, Any]:
                 }
             },
         )
+    _reads(spec)
     spec.path(path="/api/health", operations={"get": {"summary": "liveness", "responses": {"200": _answer("up")}}})
     spec.path(
         path="/api/ready",
@@ -74,6 +87,30 @@ def build_spec() -> dict[str, Any]:
         },
     )
     return spec.to_dict()
+
+
+def _reads(spec: APISpec) -> None:
+    """The GET routes of SPEC §8: key as `Authorization: Bearer` only, query checked by its schema."""
+    room = {"in": "path", "name": "room", "required": True, "schema": {"type": "string"}, "description": "room:*"}
+    listed = {"type": "array", "items": {"type": "object", "properties": {"room": {"type": "string"}, **_COUNTED}}}
+    reads = [
+        (
+            "/api/presence/{room}",
+            "a presence room's counts and the state of its first `limit` users by user id",
+            [room, {"in": "query", "schema": PresenceQuerySchema}],
+            _answer("the room", room={"type": "string"}, count=_COUNTS, state={"type": "object"}),
+        ),
+        (
+            "/api/rooms",
+            "occupied rooms whose names start with `prefix`, in name order, after `after`",
+            [{"in": "query", "schema": RoomsQuerySchema}],
+            _answer("the rooms", rooms=listed),
+        ),
+    ]
+    errors = {"401": _answer("missing or wrong service key"), "400": _answer("a bad query or room")}
+    for path, summary, parameters, ok in reads:
+        get = {"summary": summary, "security": [{"serviceKey": []}], "parameters": parameters}
+        spec.path(path=path, operations={"get": {**get, "responses": {"200": ok, **errors}}})
 
 
 async def get_openapi(request: web.Request) -> web.Response:

@@ -18,8 +18,10 @@ from ..errors import BackendUnavailable
 from ..logs import BadInputLog
 from ..metrics import Metrics
 from ..rooms import Room, parse_room
+from ..sio import DRAIN_TICK
 from ..sio.handlers import JoinRules, typing_changes
 from ..sio.presence import PresenceTracker
+from ..transport.frames import GOING_AWAY
 from .hub import Hub
 from .serializer import Message, reply
 
@@ -38,7 +40,7 @@ class Channels:
 
     :param auth: decides connects and joins.
     :param joins: the join decision shared with Socket.IO's `join`.
-    :param tracker: presence of `room:*` rooms (shared with Socket.IO members).
+    :param tracker: counts every room's members and tracks presence in `room:*` ones (Socket.IO's too).
     :param hub: the Phoenix sockets of this process and their rooms.
     :param metrics: counts Phoenix sockets.
     :param timeout: seconds a socket may send nothing before it is closed.
@@ -83,14 +85,13 @@ class Channels:
         log.info("phoenix connected sid=%s user=%s vsn=%s", socket.sid, user, socket.vsn)
 
     def gone(self, socket: PhoenixSocket) -> None:
-        """A socket ended: out of every room at once, then out of presence."""
+        """A socket ended: out of every room at once, then out of presence and the rooms' counts."""
         self.hub.remove(socket)
         self._metrics.phoenix_sockets.dec()
         topics = list(socket.channels)
         socket.channels.clear()
-        rooms = [room for room in map(parse_room, topics) if room is not None and room.has_presence]
-        if rooms:
-            self._spawn(self._untrack(rooms, socket.sid))
+        if topics:
+            self._spawn(self._exited(topics, socket.sid))
         log.info("phoenix disconnected sid=%s", socket.sid)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -98,9 +99,9 @@ class Channels:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _untrack(self, rooms: list[Room], sid: str) -> None:
-        for room in rooms:
-            await self._tracker.untrack(room, sid)
+    async def _exited(self, topics: list[str], sid: str) -> None:
+        for topic in topics:
+            await self._tracker.exited(topic, sid)
 
     async def handle(self, socket: PhoenixSocket, message: Message) -> None:
         """One message from a client (not a heartbeat), in the order sent."""
@@ -134,8 +135,7 @@ class Channels:
         socket.channels[topic] = message.join_ref
         self.hub.enter(topic, socket)
         socket.send(reply(message, "ok", {}))
-        if room.has_presence:
-            await self._tracker.track(room, socket.sid, identity)
+        await self._tracker.entered(topic, socket.sid, identity)
         log.info("phoenix joined sid=%s user=%s room=%s", socket.sid, identity.user_id, topic)
 
     async def _leave(self, socket: PhoenixSocket, message: Message) -> None:
@@ -148,9 +148,7 @@ class Channels:
         join_ref = socket.channels.pop(topic)
         self.hub.exit(topic, socket)
         socket.send(Message(join_ref, join_ref, topic, "phx_close", {}))
-        room = parse_room(topic)
-        if room is not None and room.has_presence:
-            await self._tracker.untrack(room, socket.sid)
+        await self._tracker.exited(topic, socket.sid)
         log.info("phoenix left sid=%s room=%s", socket.sid, topic)
 
     async def _typing(self, socket: PhoenixSocket, message: Message) -> None:
@@ -186,13 +184,21 @@ class Channels:
         socket.send(Message(join_ref, None, topic, "room_left", {"room": topic, "reason": reason}))
         await self._exit(socket, topic)
 
-    async def close(self) -> None:
-        """Close every Phoenix socket (shutdown): code 1001, so that phoenix.js reconnects elsewhere.
+    async def close(self, drain_seconds: float = 0.0) -> None:
+        """Close every Phoenix socket (shutdown) with 1001, so that phoenix.js reconnects elsewhere, spread
+        evenly over `drain_seconds` (0: all at once), as the Socket.IO layer does its own.
 
         Their presence is untracked before this returns, so the leaves are sent with the last diffs.
         """
-        count = self.hub.close()
-        if count:
-            log.info("closed %d Phoenix sockets for shutdown", count)
+        sockets = list(self.hub.sockets.values())
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for n, socket in enumerate(sockets):
+            due = start + drain_seconds * n / len(sockets)
+            if due - loop.time() > DRAIN_TICK:
+                await asyncio.sleep(due - loop.time())
+            socket.close(GOING_AWAY)
+        if sockets:
+            log.info("closed %d Phoenix sockets for shutdown over %gs", len(sockets), drain_seconds)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

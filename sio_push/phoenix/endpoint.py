@@ -14,7 +14,8 @@ import logging
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from ..transport.handshake import origin_environ, parse_websocket
+from ..transport.handshake import origin_environ, parse_websocket, unavailable_response
+from ..transport.protocol import Gate
 from .channels import Channels
 from .serializer import V1, V2
 from .socket import FORBIDDEN, PhoenixSocket
@@ -79,10 +80,15 @@ class PhoenixEndpoint:
         self._channels = channels
         self._allowed_origin = allowed_origin
 
-    def take(self, transport: asyncio.Transport, head: bytes, rest: bytes) -> bool:
+    def take(self, transport: asyncio.Transport, head: bytes, rest: bytes, gate: Gate) -> bool:
         ws = parse_websocket(head, PATH)
         if ws is None:
             return False  # aiohttp answers what is not a websocket handshake
+        retry_after = gate.retry_after()
+        if retry_after:  # admission (SPEC §6): as a Socket.IO handshake over the limits
+            transport.write(unavailable_response(retry_after))
+            transport.close()
+            return True
         query = parse_qs(ws.query)
         vsn = serializer_version(query)
         scheme = "https" if transport.get_extra_info("sslcontext") else "http"
@@ -92,5 +98,5 @@ class PhoenixEndpoint:
             transport.close()
             return True
         token, protocol = token_of(query, ws.headers.get("sec-websocket-protocol"))
-        PhoenixSocket(transport, self._channels, vsn).open(ws.key, token, protocol, rest)
+        PhoenixSocket(transport, self._channels, vsn, gate).open(ws.key, token, protocol, rest)
         return True

@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..engines import Push
-from ..transport.frames import GOING_AWAY, ws_frame
+from ..transport.frames import ws_frame
 from .serializer import Message, encode, payload_of
 
 if TYPE_CHECKING:
@@ -91,10 +91,3 @@ class Hub:
             return True
         socket.send(Message(socket.channels[topic], None, topic, event, payload_of(event, data)))
         return True
-
-    def close(self, code: int = GOING_AWAY) -> int:
-        """Close every socket (shutdown, drain: 1001, so that every phoenix.js reconnects); how many."""
-        sockets = list(self.sockets.values())
-        for socket in sockets:
-            socket.close(code)
-        return len(sockets)

@@ -18,7 +18,7 @@ from ..errors import AuthError
 from ..limits import TokenBucket
 from ..transport.frames import GOING_AWAY, NORMAL, UNSUPPORTED, Close, Parser, Ping, ProtocolError, ws_frame
 from ..transport.handshake import accept_response
-from ..transport.protocol import INBOX_LIMIT, MAX_BUFFER, answer_ping, close_websocket
+from ..transport.protocol import INBOX_LIMIT, MAX_BUFFER, Gate, answer_ping, close_websocket
 from .hub import SID_PREFIX
 from .serializer import Message, decode, encode, reply
 
@@ -31,10 +31,14 @@ FORBIDDEN = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r
 
 
 class PhoenixSocket(asyncio.Protocol):
-    """One Phoenix socket: its identity, serializer version, channels (topic -> join_ref) and event budget."""
+    """One Phoenix socket: its identity, serializer version, channels (topic -> join_ref) and event budget.
 
-    def __init__(self, transport: asyncio.Transport, channels: Channels, vsn: str) -> None:
+    `gate` (admission) counted the connection open; it is told when the connection is lost.
+    """
+
+    def __init__(self, transport: asyncio.Transport, channels: Channels, vsn: str, gate: Gate) -> None:
         self.transport = transport
+        self._gate = gate
         self.sid = SID_PREFIX + secrets.token_urlsafe(12)
         self.vsn = vsn
         self.identity: Identity | None = None  # set once the handshake is accepted
@@ -198,6 +202,7 @@ class PhoenixSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        self._gate.closed()
         self._end()
 
     def _cancel_timer(self) -> None:

@@ -3,6 +3,7 @@
 `SocketSite` is aiohttp's TCP site with every connection read first by a `transport.protocol.Front`:
 it starts its own server from `web.BaseSite`'s private settings. `websocket_transport` finds the
 transport under an aiohttp websocket, for the fan-out fast path of the sockets aiohttp still serves.
+`open_connections` counts aiohttp's connections, for admission.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ..transport.protocol import EioServer, Endpoint, Front
+from ..transport.protocol import EioServer, Endpoint, Front, Gate
 
 
 class SocketSite(web.TCPSite):
-    """aiohttp's TCP site, with every connection read first by a `Front` for Engine.IO server `eio` (and
-    `endpoint`, another websocket endpoint, if given)."""
+    """aiohttp's TCP site, with every connection read first by a `Front` for Engine.IO server `eio`.
+
+    :param gate: admits new connections and counts the open ones (None: all are taken).
+    :param endpoint: another websocket endpoint the `Front` hands its path's handshakes to (Phoenix's).
+    """
 
     def __init__(
         self,
@@ -26,12 +30,14 @@ class SocketSite(web.TCPSite):
         eio: EioServer,
         path: str,
         *args: Any,
+        gate: Gate | None = None,
         endpoint: Endpoint | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(runner, *args, **kwargs)
         self._eio = eio
         self._path = path
+        self._gate = gate
         self._endpoint = endpoint
 
     async def start(self) -> None:
@@ -41,7 +47,7 @@ class SocketSite(web.TCPSite):
         if http is None:
             raise RuntimeError("Call runner.setup() before starting a site")
         self._server = await asyncio.get_running_loop().create_server(
-            functools.partial(Front, http, self._eio, self._path, self._endpoint),
+            functools.partial(Front, http, self._eio, self._path, self._gate, self._endpoint),
             self._host,
             self._port,
             ssl=self._ssl_context,
@@ -59,3 +65,8 @@ def websocket_transport(ws: web.WebSocketResponse | None) -> asyncio.WriteTransp
         return None
     transport: asyncio.WriteTransport | None = writer.transport
     return transport
+
+
+def open_connections(server: web.Server) -> int:
+    """How many connections aiohttp's `server` holds open (its private map: `connections` copies it)."""
+    return len(server._connections)

@@ -55,7 +55,7 @@ class Connector:
     :param server: the Socket.IO server.
     :param auth: decides connects (and, on recovery, the rooms kept).
     :param members: the connected sockets of this process.
-    :param tracker: presence of the rooms a recovered socket is back in.
+    :param tracker: counts the rooms a socket is in, and presence in those that have it.
     :param broker: where a new session starts, and the log recovery replays.
     :param fanout: writes the CONNECT reply and the missed pushes.
     :param metrics: counts connects and sockets.
@@ -138,10 +138,9 @@ class Connector:
         self._metrics.sockets.inc()
         self._metrics.connects.labels("recovered" if restored else "connected").inc()
 
+        for name in rooms:  # counted everywhere, presence in room:* rooms
+            await self._tracker.entered(name, sid, identity)
         if restored:
-            for room in restored.rooms:
-                if room.has_presence:
-                    await self._tracker.track(room, sid, identity)
             log.info("recovered sid=%s user=%s missed=%d", sid, identity.user_id, len(restored.missed))
         else:
             log.info("connected sid=%s user=%s", sid, identity.user_id)

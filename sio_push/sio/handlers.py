@@ -1,4 +1,4 @@
-"""The client events of namespace "/": join, leave, user:typing, and anything else refused.
+"""The client events of namespace "/": join, leave, user:typing, presence:get, and anything else refused.
 
 Clients never broadcast. Every handler answers bad input with an error acknowledgement
 (`{"ok": false, "error": ...}`) and a log line; none lets an exception reach python-socketio, so a bad
@@ -24,6 +24,7 @@ from .presence import PresenceTracker
 log = logging.getLogger(__name__)
 
 Ack = dict[str, Any]
+PRESENCE_LIMIT = 100  # the most users presence:get answers with, and its default
 
 
 def _error(code: str) -> Ack:
@@ -89,7 +90,7 @@ class Handlers:
     :param auth: decides joins.
     :param members: the connected sockets of this process.
     :param connector: stores sessions as their rooms change, and ends them.
-    :param tracker: presence of `room:*` rooms.
+    :param tracker: counts rooms, and presence of `room:*` rooms.
     :param metrics: counts sockets.
     :param max_rooms: the most rooms one socket may be in, its user room included.
     """
@@ -128,6 +129,7 @@ class Handlers:
         on("join", self.join)
         on("leave", self.leave)
         on("user:typing", self.typing)
+        on("presence:get", self.presence)
         on("*", self.unknown)
 
     async def disconnect(self, sid: str, reason: object = None) -> None:
@@ -136,9 +138,7 @@ class Handlers:
             return
         self._metrics.sockets.dec()
         for name in self._server.rooms_of(sid):
-            room = parse_room(name)
-            if room is not None and room.has_presence:
-                await self._tracker.untrack(room, sid)
+            await self._tracker.exited(name, sid)
         await self._connector.end(sid, member)
         log.info("disconnected sid=%s user=%s reason=%s", sid, member.identity.user_id, reason)
 
@@ -155,8 +155,7 @@ class Handlers:
         if sid not in self._members:  # gone while the backend was deciding
             return _error("not_connected")
         self._connector.entered(sid, member, room.name)
-        if room.has_presence:
-            await self._tracker.track(room, sid, member.identity)
+        await self._tracker.entered(room.name, sid, member.identity)
         await self._connector.save(sid)
         log.info("joined sid=%s user=%s room=%s", sid, member.identity.user_id, room.name)
         return {"ok": True, "room": room.name}
@@ -170,8 +169,7 @@ class Handlers:
             return _error("invalid_room")
         if self._server.in_room(sid, room.name):
             self._connector.exited(sid, member, room.name)
-            if room.has_presence:
-                await self._tracker.untrack(room, sid)
+            await self._tracker.exited(room.name, sid)
             await self._connector.save(sid)
             log.info("left sid=%s room=%s", sid, room.name)
         return {"ok": True, "room": room.name}
@@ -198,6 +196,29 @@ class Handlers:
         except BackendUnavailable:
             return _error("unavailable")
         return {"ok": True}
+
+    async def presence(self, sid: str, *args: Any) -> Ack:
+        """`presence:get` `{"room", "limit"}`: a joined room's counts and its first `limit` users (1-100)."""
+        member, refused = self._admit(sid)
+        if member is None:
+            return refused or _error("not_connected")
+        payload = args[0] if len(args) == 1 else None
+        if not isinstance(payload, dict):
+            return _error("invalid_payload")
+        limit = payload.get("limit", PRESENCE_LIMIT)
+        if type(limit) is not int or not 1 <= limit <= PRESENCE_LIMIT:
+            return _error("invalid_payload")
+        room = parse_room(payload.get("room"))
+        if room is None:
+            return _error("invalid_room")
+        if not self._server.in_room(sid, room.name):
+            return _error("not_joined")
+        try:
+            counts, state = await self._tracker.snapshot(room.name, limit)
+        except BackendUnavailable:
+            return _error("unavailable")
+        count = {"users": counts.users, "sockets": counts.sockets}
+        return {"ok": True, "room": room.name, "count": count, "state": state}
 
     async def unknown(self, event: str, sid: str, *args: Any) -> Ack:
         member, refused = self._admit(sid)

@@ -134,3 +134,11 @@ def accept_response(key: str, protocol: str | None = None) -> bytes:
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: " + base64.b64encode(digest) + b"\r\n" + chosen + b"\r\n"
     )
+
+
+def unavailable_response(retry_after: int) -> bytes:
+    """An HTTP 503 refusing a connection for now, to come back after `retry_after` seconds."""
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %d\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 14\r\nConnection: close\r\n\r\ntry again later" % retry_after
+    )

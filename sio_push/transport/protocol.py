@@ -26,7 +26,7 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
 from .frames import INTERNAL_ERROR, NORMAL, POLICY, Close, Parser, Ping, ProtocolError, ws_frame
-from .handshake import Handshake, accept_response, parse_handshake
+from .handshake import Handshake, accept_response, parse_handshake, unavailable_response
 
 log = logging.getLogger(__name__)
 
@@ -71,27 +71,56 @@ class EioServer(Protocol):
     def open_direct(self, conn: Connection) -> EioSocket: ...
 
 
+class Gate(Protocol):
+    """Admission of new connections (`sio_push.admission.Admission`): counts open ones, refuses over a limit."""
+
+    def opened(self) -> None: ...
+    def closed(self) -> None: ...
+    def retry_after(self) -> int: ...
+
+
+class _Open:
+    """No admission: every connection is taken."""
+
+    def opened(self) -> None:
+        pass
+
+    def closed(self) -> None:
+        pass
+
+    def retry_after(self) -> int:
+        return 0
+
+
 class Endpoint(Protocol):
     """Another websocket endpoint served on the same port (Phoenix Channels' `/socket/websocket`)."""
 
     @property
     def path(self) -> str: ...
-    def take(self, transport: asyncio.Transport, head: bytes, rest: bytes) -> bool:
+    def take(self, transport: asyncio.Transport, head: bytes, rest: bytes, gate: Gate) -> bool:
         """Take the connection whose request head (no blank line) is `head`, `rest` read after it.
 
-        False leaves the transport untouched, for aiohttp to answer.
+        False leaves the transport untouched, for aiohttp to answer. The endpoint refuses a new connection
+        with `unavailable_response` while `gate.retry_after()` says so (the `Front` stays the protocol then,
+        and releases the gate); a protocol it sets on the transport calls `gate.closed()` when it is lost.
         """
         ...
 
 
 class Front(asyncio.Protocol):
     """Reads a new connection's request head, then gives the connection to a `Connection`, the endpoint
-    (if one is served and the path is its), or aiohttp."""
+    (if one is served and the path is its), or aiohttp.
+
+    A new websocket session (a handshake without a `sid`) over the gate's limits is answered 503 here,
+    before anything is set up for it. The gate counts the connection from here until it closes or goes
+    to aiohttp (which counts its own).
+    """
 
     __slots__ = (
         "_eio",
         "_endpoint",
         "_endpoint_prefix",
+        "_gate",
         "_head",
         "_http",
         "_lf_from",
@@ -102,11 +131,17 @@ class Front(asyncio.Protocol):
     )
 
     def __init__(
-        self, http: Callable[[], asyncio.Protocol], eio: EioServer, path: str, endpoint: Endpoint | None = None
+        self,
+        http: Callable[[], asyncio.Protocol],
+        eio: EioServer,
+        path: str,
+        gate: Gate | None = None,
+        endpoint: Endpoint | None = None,
     ) -> None:
         self._http = http
         self._eio = eio
         self._path = path
+        self._gate: Gate = gate if gate is not None else _Open()
         self._prefix = b"GET " + path.encode()
         self._endpoint = endpoint
         self._endpoint_prefix = b"GET " + endpoint.path.encode() if endpoint is not None else None
@@ -117,6 +152,7 @@ class Front(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # a stream server's transports are
+        self._gate.opened()
         self._timer = asyncio.get_running_loop().call_later(HEAD_SECONDS, self._transport.close)
 
     def data_received(self, data: bytes) -> None:
@@ -133,9 +169,8 @@ class Front(asyncio.Protocol):
                 self._hand_off()
             return
         if not ours and self._endpoint is not None:
-            # Admission of new connections (503 with Retry-After) applies to the endpoint's handshakes too.
-            self._stop_timer()
-            if not self._endpoint.take(self._transport, bytes(head[:end]), bytes(head[end + 4 :])):
+            self._stop_timer()  # the endpoint answers 503 itself while the gate refuses new connections
+            if not self._endpoint.take(self._transport, bytes(head[:end]), bytes(head[end + 4 :]), self._gate):
                 self._hand_off()
             return
         handshake = parse_handshake(bytes(head[:end]), self._path)
@@ -148,9 +183,16 @@ class Front(asyncio.Protocol):
             if target is None:
                 self._hand_off()  # python-engineio answers a bad or finished session with its 400
                 return
+        else:
+            retry_after = self._gate.retry_after()
+            if retry_after:
+                self._stop_timer()
+                self._transport.write(unavailable_response(retry_after))
+                self._transport.close()
+                return
         self._stop_timer()
         transport = self._transport
-        conn = Connection(transport, self._eio)
+        conn = Connection(transport, self._eio, self._gate)
         transport.set_protocol(conn)
         conn.open(handshake, target)
         if len(head) > end + 4:
@@ -181,6 +223,7 @@ class Front(asyncio.Protocol):
 
     def _hand_off(self) -> None:
         self._stop_timer()
+        self._gate.closed()  # aiohttp's from here
         data, self._head = bytes(self._head), bytearray()
         transport = self._transport
         protocol = self._http()
@@ -196,6 +239,7 @@ class Front(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+        self._gate.closed()
 
 
 def answer_ping(transport: asyncio.Transport, parser: Parser) -> bool:
@@ -238,11 +282,12 @@ class Connection(asyncio.Protocol):
     which most of an idle socket's traffic is, are taken at once.
     """
 
-    __slots__ = ("_eio", "_inbox", "_parser", "_probing", "_task", "_timer", "closed", "socket", "transport")
+    __slots__ = ("_eio", "_gate", "_inbox", "_parser", "_probing", "_task", "_timer", "closed", "socket", "transport")
 
-    def __init__(self, transport: asyncio.Transport, eio: EioServer) -> None:
+    def __init__(self, transport: asyncio.Transport, eio: EioServer, gate: Gate | None = None) -> None:
         self.transport = transport
         self._eio = eio
+        self._gate = gate
         self._parser = Parser(eio.max_http_buffer_size)
         self.socket: EioSocket | None = None
         self.closed = False
@@ -377,6 +422,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         self._end()
+        if self._gate is not None:
+            self._gate.closed()
 
     def _end(self) -> None:
         if self.closed:

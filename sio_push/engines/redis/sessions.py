@@ -8,6 +8,7 @@ process died ended at that process's last heartbeat.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 LIVE_SLACK = 60.0
 RENEW_EVERY = 20.0
+SAVE_TRIES = 3  # a save that fails in a storm is tried again, so that no session goes unstored
+RETRY_DELAY = 0.5
 
 # KEYS[1] the session; ARGV: json, conn, ttl ms, "end" (the session must exist) or "save" (it may not).
 _WRITE_IF_OWNER = """
@@ -71,13 +74,23 @@ class RedisSessions(SessionStore):
         )
         return bool(done)
 
+    async def _write_retried(self, session: Session, ttl: float, mode: str) -> bool:
+        for attempt in range(1, SAVE_TRIES + 1):
+            try:
+                return await self._run_write(session, ttl, mode)
+            except BackendUnavailable:
+                if attempt == SAVE_TRIES:
+                    raise
+                await asyncio.sleep(RETRY_DELAY * attempt)
+        return False
+
     async def save(self, session: Session) -> None:
-        if await self._run_write(session, self.window + LIVE_SLACK, "save"):
+        if await self._write_retried(session, self.window + LIVE_SLACK, "save"):
             self._live[session.pid] = session.conn
 
     async def end(self, session: Session) -> None:
         self._live.pop(session.pid, None)
-        await self._run_write(session.ended(time.time()), self.window, "end")
+        await self._write_retried(session.ended(time.time()), self.window, "end")
 
     @translated
     async def _take(self, pid: str) -> Any:
