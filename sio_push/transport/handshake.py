@@ -140,5 +140,5 @@ def unavailable_response(retry_after: int) -> bytes:
     """An HTTP 503 refusing a connection for now, to come back after `retry_after` seconds."""
     return (
         b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %d\r\nContent-Type: text/plain\r\n"
-        b"Content-Length: 14\r\nConnection: close\r\n\r\ntry again later" % retry_after
+        b"Content-Length: 15\r\nConnection: close\r\n\r\ntry again later" % retry_after
     )
