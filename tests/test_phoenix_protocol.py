@@ -249,3 +249,45 @@ async def test_a_handshake_arriving_byte_by_byte_is_taken(server):
     answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
     assert answer.startswith(b"HTTP/1.1 101 ")
     writer.close()
+
+
+async def test_phoenix_handshakes_are_admitted_like_socketio_ones(make_server, http):
+    server = await make_server(connect_rate=0.2)  # a burst of 1
+    first = await _open(http, server)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await _open(http, server)
+    assert info.value.status == 503 and int(info.value.headers["Retry-After"]) >= 1
+    await first.join("user:ann")
+
+
+async def test_phoenix_connections_count_toward_the_cap_until_they_close(make_server, http):
+    server = await make_server(max_connections=1)
+    phx = await _open(http, server)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await _open(http, server, "bob")
+    assert info.value.status == 503
+    await phx.ws.close()
+    for _ in range(100):  # the server sees the close a moment later
+        try:
+            await _open(http, server, "bob")
+            return
+        except aiohttp.WSServerHandshakeError:
+            await asyncio.sleep(0.05)
+    raise AssertionError("the closed connection was never released")
+
+
+async def test_in_a_large_room_a_phoenix_member_gets_an_empty_state_then_counts(make_server, http, connect):
+    server = await make_server(presence_max_users=1)
+    sio = await connect(server, "bob")
+    assert (await sio.join("room:c1"))["ok"]
+    phx = await _open(http, server)
+    join_ref = await phx.join("room:c1")  # 2 users > 1: large
+    # Its own state (with its join_ref) and the room's switch to large (a broadcast): both empty maps.
+    states = [await phx.next("presence_state") for _ in range(2)]
+    assert sorted(states, key=lambda m: m[0] or "") == [
+        [None, None, "room:c1", "presence_state", {}],
+        [join_ref, None, "room:c1", "presence_state", {}],
+    ]
+    await sio.close()
+    count = await phx.next("presence_count")
+    assert count[:4] == [None, None, "room:c1", "presence_count"] and count[4]["users"] == 1
