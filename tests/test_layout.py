@@ -18,7 +18,7 @@ ALLOWED = {
     "http": {"engines", "keys", "rooms", "codec", "errors", "metrics", "config", "presence", "limits", "tasks"}
     | {"__init__"},
     "phoenix": {"transport", "sio", "engines", "auth", "rooms", "presence", "limits", "logs", "codec", "errors"}
-    | {"config", "metrics"},
+    | {"config", "metrics", "tasks"},
     "presence": set(),
     "codec": set(),
     "errors": set(),

@@ -18,9 +18,9 @@ from ..errors import BackendUnavailable
 from ..logs import BadInputLog
 from ..metrics import Metrics
 from ..rooms import Room, parse_room
-from ..sio import DRAIN_TICK
 from ..sio.handlers import JoinRules, typing_changes
 from ..sio.presence import PresenceTracker
+from ..tasks import paced
 from ..transport.frames import GOING_AWAY
 from .hub import Hub
 from .serializer import Message, reply
@@ -191,12 +191,7 @@ class Channels:
         Their presence is untracked before this returns, so the leaves are sent with the last diffs.
         """
         sockets = list(self.hub.sockets.values())
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for n, socket in enumerate(sockets):
-            due = start + drain_seconds * n / len(sockets)
-            if due - loop.time() > DRAIN_TICK:
-                await asyncio.sleep(due - loop.time())
+        async for socket in paced(sockets, drain_seconds):
             socket.close(GOING_AWAY)
         if sockets:
             log.info("closed %d Phoenix sockets for shutdown over %gs", len(sockets), drain_seconds)
