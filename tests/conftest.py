@@ -93,6 +93,15 @@ async def start_server(settings: Settings) -> Server:
     return Server(app, runner, port)
 
 
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Run a plain aiohttp app (a stand-in for the backend) on a free port; its runner and base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
 def base_settings(**overrides: Any) -> Settings:
     settings = Settings(service_key=SERVICE_KEY, jwt_secret=SECRET, host="127.0.0.1", port=0, drain_seconds=0)
     return dataclasses.replace(settings, **overrides)

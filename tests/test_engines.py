@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from sio_push.engines import Change, Counts, Engine, Push, Session, SessionStore, create_engine
+from sio_push.engines import Change, Counts, Engine, MemoryBroker, Push, Session, SessionStore, create_engine
 
 from .conftest import TIMEOUT, base_settings
 
@@ -299,3 +299,60 @@ async def test_presence_first_reads_the_first_users_by_id_with_all_their_metas(s
     await presence.leave("room:r", "s4")
     assert sorted(await presence.first("room:r", 100)) == ["bob", "cat", "dan"]
     assert await presence.first("room:none", 5) == {}
+
+
+async def test_a_session_is_claimed_only_for_its_own_user(start):
+    sessions, session = await _saved(start, 60)
+    assert await sessions.claim("pid-1", "someone-else") is None
+    assert await sessions.claim("pid-1", "ann") == session  # the failed claim left it intact
+    await sessions.save(session)
+    await sessions.drop("pid-1")
+    assert await sessions.claim("pid-1", "ann") is None
+
+
+async def test_control_commands_reach_every_process_and_counts_add_up(start):
+    engines = [(await start()).engine for _ in range(2)]
+    seen: list[tuple[str, dict[str, Any]]] = []
+    for n, engine in enumerate(engines):
+
+        async def handle(command: dict[str, Any], name: str = engine.node_id, count: int = n + 1) -> int:
+            seen.append((name, command))
+            return count
+
+        engine.control.serve(handle)
+    command = {"op": "test", "user_id": "ann"}
+    total = await engines[0].control.request(command)
+    if isinstance(engines[0].broker, MemoryBroker):  # memory: each engine is its own world
+        assert total == 1 and seen == [(engines[0].node_id, command)]
+    else:
+        assert total == 3 and sorted(seen, key=lambda s: s[0]) == sorted(
+            [(e.node_id, command) for e in engines], key=lambda s: s[0]
+        )
+
+
+async def test_revocations_are_shared_and_expire(start):
+    first, second = (await start(revocation_seconds=0.5)).engine, (await start(revocation_seconds=0.5)).engine
+    shared = first.revocations if isinstance(first.broker, MemoryBroker) else second.revocations
+    await first.revocations.revoke_user("ann", 1000.5)
+    await first.revocations.revoke_room("ann", "room:x", 2000.25)
+    assert await shared.user_revoked("ann") == 1000.5
+    assert await shared.room_revoked("ann", "room:x") == 2000.25
+    assert await shared.room_revoked("ann", "room:y") is None and await shared.user_revoked("bob") is None
+    await asyncio.sleep(0.7)  # the behaviour under test is the clock itself: the records expire
+    assert await shared.user_revoked("ann") is None and await shared.room_revoked("ann", "room:x") is None
+
+
+async def test_user_sockets_count_up_to_the_limit_and_a_recovery_in_place(start):
+    first, second = (await start()).engine, (await start()).engine
+    other = first if isinstance(first.broker, MemoryBroker) else second
+    counts = first.user_sockets
+    assert await counts.acquire("ann", "c1", 2)
+    assert await other.user_sockets.acquire("ann", "c2", 2)
+    assert not await counts.acquire("ann", "c3", 2)
+    assert await counts.acquire("bob", "c3", 2)  # another user
+    assert await other.user_sockets.acquire("ann", "c1b", 2, replaces="c1")  # a recovery takes c1's place
+    await counts.release("ann", "c1")  # the old connection's release changes nothing
+    assert not await counts.acquire("ann", "c4", 2)
+    await other.user_sockets.release("ann", "c1b")
+    assert await counts.acquire("ann", "c4", 2)
+    assert await counts.acquire("ann", "c5", 0)  # 0: no limit

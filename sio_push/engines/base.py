@@ -21,6 +21,7 @@ the session that a reconnect took over.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +29,8 @@ from typing import Any
 
 from ..config import Settings
 from ..presence import Meta, State, phx_refs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +246,7 @@ class Session:
     node: str
     ended_at: float | None = None
     since: tuple[str, ...] = ()  # the broker's position when each of `rooms` was joined, in the same order
+    saved_at: float | None = None  # unix time of its last change (a revocation after it is not in it yet)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -277,12 +281,98 @@ class SessionStore:
         """Mark the session ended now, if this connection still owns it; claimable for the window."""
         raise NotImplementedError
 
-    async def claim(self, pid: str) -> Session | None:
-        """Take the session away for a reconnect: None when it is unknown or its window has passed."""
+    async def claim(self, pid: str, user_id: str | None = None) -> Session | None:
+        """Take the session away for a reconnect: None when it is unknown or its window has passed.
+
+        With `user_id`, only a session of that user is taken; another user's stays as it was, so a
+        reconnect presenting someone else's pid can neither recover nor disturb it.
+        """
+        raise NotImplementedError
+
+    async def drop(self, pid: str) -> None:
+        """Forget a session for good (its user was disconnected by the backend)."""
         raise NotImplementedError
 
     async def close(self) -> None:
         """Release what the store holds."""
+
+
+Command = dict[str, Any]
+CommandHandler = Callable[[Command], Awaitable[int]]
+
+
+class Control:
+    """Commands to every process (the backend's revocations): each process runs its handler, counts are summed.
+
+    `request` returns the sum of what every process's handler returned (the sockets it acted on);
+    a process that does not answer within a short time is not counted.
+    """
+
+    def __init__(self) -> None:
+        self._handle: CommandHandler | None = None
+
+    def serve(self, handle: CommandHandler) -> None:
+        """Run `handle` for every command, from this process or another."""
+        self._handle = handle
+
+    async def start(self) -> None:
+        """Start receiving the other processes' commands."""
+
+    async def _run(self, command: Command) -> int:
+        """This process's count for `command` (0, logged, if its handler fails)."""
+        if self._handle is None:
+            return 0
+        try:
+            return await self._handle(command)
+        except Exception:
+            log.exception("control command %r failed", str(command.get("op"))[:64])
+            return 0
+
+    async def request(self, command: Command) -> int:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        self._handle = None
+
+
+class Revocations:
+    """The backend's revocations, shared by every process, each kept for `seconds`.
+
+    A user's revocation refuses tokens issued before it; a room's refuses that user's joins of it.
+    Times are unix seconds (floats); None when there is no revocation (or it has expired).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def revoke_user(self, user_id: str, at: float) -> None:
+        raise NotImplementedError
+
+    async def user_revoked(self, user_id: str) -> float | None:
+        raise NotImplementedError
+
+    async def revoke_room(self, user_id: str, room: str, at: float) -> None:
+        raise NotImplementedError
+
+    async def room_revoked(self, user_id: str, room: str) -> float | None:
+        raise NotImplementedError
+
+
+class UserSockets:
+    """How many sockets each user has open over every process, for `PUSH_MAX_SOCKETS_PER_USER`.
+
+    Each socket is counted under its own connection id (`conn`, as in its `Session`): a recovering
+    connect counts in place of the connection it takes over, so the user's count does not change.
+    """
+
+    async def acquire(self, user_id: str, conn: str, limit: int, replaces: str | None = None) -> bool:
+        """Count `conn` for `user_id` (no longer `replaces`); False, and nothing changed, when the user has
+        `limit` other sockets (0: no limit)."""
+        raise NotImplementedError
+
+    async def release(self, user_id: str, conn: str) -> None:
+        """Stop counting `conn` (nothing if it is not counted, as after a recovery took its place)."""
+        raise NotImplementedError
 
 
 class Engine:
@@ -293,6 +383,9 @@ class Engine:
     :param sessions: recoverable sessions; None when recovery is off.
     :param node_id: this process's id.
     :param occupancy: how many are in each room, over every process.
+    :param control: commands to every process.
+    :param revocations: the backend's revocations.
+    :param user_sockets: the sockets of each user, over every process.
     """
 
     def __init__(
@@ -302,18 +395,27 @@ class Engine:
         sessions: SessionStore | None,
         node_id: str,
         occupancy: Occupancy,
+        *,
+        control: Control,
+        revocations: Revocations,
+        user_sockets: UserSockets,
     ) -> None:
         self.broker = broker
         self.presence = presence
         self.sessions = sessions
         self.node_id = node_id
         self.occupancy = occupancy
+        self.control = control
+        self.revocations = revocations
+        self.user_sockets = user_sockets
 
     async def start(self, deliver: Deliver) -> None:
         """Start delivering every push to `deliver`."""
         await self.broker.start(deliver)
+        await self.control.start()
 
     async def close(self) -> None:
+        await self.control.close()
         await self.broker.close()
         if self.sessions is not None:
             await self.sessions.close()

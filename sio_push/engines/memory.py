@@ -17,14 +17,18 @@ from ..presence import Meta, State, diff, new_meta, updated_meta
 from .base import (
     Broker,
     Change,
+    Command,
+    Control,
     Counts,
     Engine,
     Missed,
     Occupancy,
     PresenceStore,
     Push,
+    Revocations,
     Session,
     SessionStore,
+    UserSockets,
     log_seconds,
     new_node_id,
 )
@@ -248,10 +252,89 @@ class MemorySessions(SessionStore):
             self._ended.pop(session.pid, None)
             self._ended[session.pid] = now
 
-    async def claim(self, pid: str) -> Session | None:
+    async def claim(self, pid: str, user_id: str | None = None) -> Session | None:
         self._expire()
+        session = self._sessions.get(pid)
+        if session is None or (user_id is not None and session.user_id != user_id):
+            return None
+        await self.drop(pid)
+        return session
+
+    async def drop(self, pid: str) -> None:
         self._ended.pop(pid, None)
-        return self._sessions.pop(pid, None)
+        self._sessions.pop(pid, None)
+
+
+class MemoryControl(Control):
+    """One process: a command is run here, and its count is the answer."""
+
+    async def request(self, command: Command) -> int:
+        return await self._run(command)
+
+
+class MemoryRevocations(Revocations):
+    """Revocations of one process, each forgotten `seconds` after it was recorded."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        # (user, room or "") -> (when recorded, the revocation's time), in the order recorded
+        self._records: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def _expire(self) -> None:
+        horizon = time.time() - self.seconds
+        while self._records:
+            key, (recorded, _) = next(iter(self._records.items()))
+            if recorded > horizon:
+                break
+            del self._records[key]
+
+    def _put(self, key: tuple[str, str], at: float) -> None:
+        self._expire()
+        self._records.pop(key, None)
+        if self.seconds > 0:
+            self._records[key] = (time.time(), at)
+
+    def _get(self, key: tuple[str, str]) -> float | None:
+        self._expire()
+        record = self._records.get(key)
+        return record[1] if record is not None else None
+
+    async def revoke_user(self, user_id: str, at: float) -> None:
+        self._put((user_id, ""), at)
+
+    async def user_revoked(self, user_id: str) -> float | None:
+        return self._get((user_id, ""))
+
+    async def revoke_room(self, user_id: str, room: str, at: float) -> None:
+        self._put((user_id, room), at)
+
+    async def room_revoked(self, user_id: str, room: str) -> float | None:
+        return self._get((user_id, room))
+
+
+class MemoryUserSockets(UserSockets):
+    """The sockets of each user of this process."""
+
+    def __init__(self) -> None:
+        self._conns: dict[str, set[str]] = {}  # user -> the connections counted
+
+    async def acquire(self, user_id: str, conn: str, limit: int, replaces: str | None = None) -> bool:
+        conns = self._conns.setdefault(user_id, set())
+        others = len(conns) - (replaces in conns) - (conn in conns)
+        if limit and others >= limit:
+            if not conns:
+                del self._conns[user_id]
+            return False
+        conns.discard(replaces or "")
+        conns.add(conn)
+        return True
+
+    async def release(self, user_id: str, conn: str) -> None:
+        conns = self._conns.get(user_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._conns[user_id]
 
 
 class MemoryEngine(Engine):
@@ -263,5 +346,13 @@ def create_memory_engine(settings: Settings) -> MemoryEngine:
     window = settings.recovery_seconds
     sessions = MemorySessions(window) if window else None
     broker = MemoryBroker(log_seconds(settings), settings.recovery_log_size)
-    occupancy = MemoryOccupancy(settings.presence_max_users)
-    return MemoryEngine(broker, MemoryPresence(node_id), sessions, node_id, occupancy)
+    return MemoryEngine(
+        broker,
+        MemoryPresence(node_id),
+        sessions,
+        node_id,
+        MemoryOccupancy(settings.presence_max_users),
+        control=MemoryControl(),
+        revocations=MemoryRevocations(settings.revocation_seconds),
+        user_sockets=MemoryUserSockets(),
+    )

@@ -16,10 +16,12 @@ from .schemas import (
     BatchSchema,
     ChannelSchema,
     CommunitySchema,
+    DisconnectSchema,
     EmitSchema,
     MessageSchema,
     PresenceQuerySchema,
     RoomsQuerySchema,
+    UnsubscribeSchema,
     UserSchema,
 )
 
@@ -42,10 +44,41 @@ _ERRORS = {
     "503": "the broker cannot take the push now; retry",
 }
 
+_REVOCATIONS = [
+    (
+        "/api/disconnect",
+        DisconnectSchema,
+        "disconnect every socket of `user_id` (or the one socket `sid`) on every process, for good: no "
+        "recovery; for PUSH_REVOCATION_SECONDS the user's tokens issued before it are refused (token_revoked)",
+    ),
+    (
+        "/api/unsubscribe",
+        UnsubscribeSchema,
+        "take `room` from `user_id` on every process (room_left, reason revoked); for PUSH_REVOCATION_SECONDS "
+        "the user's tokens issued before it may not join it again",
+    ),
+]
+
 
 def _answer(description: str, **extra: Any) -> dict[str, Any]:
     properties = {"status": {"type": "integer"}, **extra}
     return {"description": description, "content": {"application/json": {"schema": {"properties": properties}}}}
+
+
+def _post(spec: APISpec, path: str, schema: type, summary: str, ok: dict[str, Any], description: str) -> None:
+    """A POST route of the API: the service key, a JSON body of `schema`, `ok` or one of the errors."""
+    spec.path(
+        path=path,
+        operations={
+            "post": {
+                "summary": summary,
+                "description": description,
+                "security": [{"serviceKey": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+                "responses": {"200": ok, **{code: _answer(text) for code, text in _ERRORS.items()}},
+            }
+        },
+    )
 
 
 def build_spec() -> dict[str, Any]:
@@ -62,19 +95,12 @@ def build_spec() -> dict[str, Any]:
         rooms={"type": "array", "items": {"type": "string"}},
         offset={"type": "string", "description": "the push's place in the recovery log"},
     )
+    push_note = "The key may also come as the body field `token`. Other fields pass through."
     for path, schema, summary in _ROUTES:
-        spec.path(
-            path=path,
-            operations={
-                "post": {
-                    "summary": summary,
-                    "description": "The key may also come as the body field `token`. Other fields pass through.",
-                    "security": [{"serviceKey": []}],
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
-                    "responses": {"200": ok, **{code: _answer(text) for code, text in _ERRORS.items()}},
-                }
-            },
-        )
+        _post(spec, path, schema, summary, ok, push_note)
+    counted = _answer("done", sockets={"type": "integer", "description": "sockets acted on, over every process"})
+    for path, schema, summary in _REVOCATIONS:
+        _post(spec, path, schema, summary, counted, "The key may also come as the body field `token`.")
     _reads(spec)
     spec.path(path="/api/health", operations={"get": {"summary": "liveness", "responses": {"200": _answer("up")}}})
     spec.path(

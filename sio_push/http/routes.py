@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -10,14 +11,23 @@ from marshmallow import Schema
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..engines import Push
-from ..errors import BrokerUnavailable
+from ..errors import BackendUnavailable, BrokerUnavailable
 from ..keys import ENGINE, METRICS, SETTINGS
 from ..rooms import RoomKind, room_for
 from .body import bearer, key_matches, read_push
 from .middleware import Handler, answer, json_error
 from .openapi import get_openapi
 from .queries import get_presence, get_rooms
-from .schemas import BatchSchema, ChannelSchema, CommunitySchema, EmitSchema, MessageSchema, UserSchema
+from .schemas import (
+    BatchSchema,
+    ChannelSchema,
+    CommunitySchema,
+    DisconnectSchema,
+    EmitSchema,
+    MessageSchema,
+    UnsubscribeSchema,
+    UserSchema,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +100,37 @@ async def post_batch(request: web.Request) -> web.Response:
     return answer(200, results=results)
 
 
+async def post_disconnect(request: web.Request) -> web.Response:
+    """Disconnect a user's sockets (or one socket) on every process; older tokens of the user are refused."""
+    body = await read_push(request, DisconnectSchema())
+    engine = request.app[ENGINE]
+    try:
+        if "user_id" in body:
+            await engine.revocations.revoke_user(body["user_id"], time.time())
+            command = {"op": "disconnect", "user_id": body["user_id"]}
+        else:
+            command = {"op": "disconnect", "sid": body["sid"]}
+        sockets = await engine.control.request(command)
+    except BackendUnavailable:
+        raise json_error(web.HTTPServiceUnavailable, error="backend_unavailable") from None
+    log.info("disconnect of %s: %d sockets", "a user" if "user_id" in body else "a sid", sockets)
+    return answer(200, sockets=sockets)
+
+
+async def post_unsubscribe(request: web.Request) -> web.Response:
+    """Take a room from a user on every process; joins with older tokens of the user are refused."""
+    body = await read_push(request, UnsubscribeSchema())
+    engine = request.app[ENGINE]
+    user_id, room = body["user_id"], body["room"]
+    try:
+        await engine.revocations.revoke_room(user_id, room, time.time())
+        sockets = await engine.control.request({"op": "unsubscribe", "user_id": user_id, "room": room})
+    except BackendUnavailable:
+        raise json_error(web.HTTPServiceUnavailable, error="backend_unavailable") from None
+    log.info("unsubscribe from %s: %d sockets", room, sockets)
+    return answer(200, sockets=sockets)
+
+
 async def get_health(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return answer(200)
@@ -120,6 +161,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/batch", post_batch)
     app.router.add_get("/api/presence/{room}", get_presence)
     app.router.add_get("/api/rooms", get_rooms)
+    app.router.add_post("/api/disconnect", post_disconnect)
+    app.router.add_post("/api/unsubscribe", post_unsubscribe)
     app.router.add_get("/api/health", get_health)
     app.router.add_get("/api/ready", get_ready)
     app.router.add_get("/api/openapi.json", get_openapi)

@@ -104,3 +104,22 @@ class RoomsQuerySchema(_QuerySchema):
         load_default=None, validate=validate.Length(max=300), metadata={"description": "list the rooms after this one"}
     )
     limit = _limit()
+
+
+class DisconnectSchema(_PushSchema):
+    """`POST /api/disconnect`: exactly one of `user_id` (every socket of the user) and `sid` (one socket)."""
+
+    user_id = _id()
+    sid = fields.String(validate=validate.Length(min=1, max=128))
+
+    @validates_schema
+    def _one_target(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if ("user_id" in data) == ("sid" in data):
+            raise ValidationError("exactly one of user_id and sid is required", "_schema")
+
+
+class UnsubscribeSchema(_PushSchema):
+    """`POST /api/unsubscribe`: the user's sockets leave the room, and may not join it again with an older token."""
+
+    user_id = _id(required=True)
+    room = fields.String(required=True, validate=_check_room)

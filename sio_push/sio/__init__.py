@@ -16,11 +16,13 @@ from ..shims.engineio import DirectSocket
 from ..shims.socketio import PushServer
 from ..tasks import paced
 from .connect import Connector
+from .expiry import Expiry
 from .fanout import Fanout
 from .handlers import Handlers
 from .members import Members
 from .occupancy import RoomWatch
 from .presence import PresenceTracker
+from .revocation import Revoked, Revoker
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class SocketLayer:
     watch: RoomWatch
     connector: Connector
     handlers: Handlers
+    revoker: Revoker
 
     async def close(self, drain_seconds: float = 0.0) -> None:
         """On shutdown, close every transport so that clients reconnect (to another process), spread evenly
@@ -88,6 +91,7 @@ def create_socket_layer(settings: Settings, auth: Auth, engine: Engine, metrics:
     tracker = PresenceTracker(
         engine.presence, engine.broker, fanout, settings.presence_batch_seconds, settings.typing_seconds, watch
     )
+    revoked = Revoked(engine.revocations)
     connector = Connector(
         server,
         auth,
@@ -99,8 +103,25 @@ def create_socket_layer(settings: Settings, auth: Auth, engine: Engine, metrics:
         sessions=engine.sessions,
         node=engine.node_id,
         events_per_second=settings.events_per_second,
+        revoked=revoked,
+        user_sockets=engine.user_sockets,
+        max_sockets_per_user=settings.max_sockets_per_user,
     )
     server.attach_connector(connector, settings.connect_timeout_seconds)
-    handlers = Handlers(server, auth, members, connector, tracker, metrics, settings.max_rooms_per_socket)
+    revoker = Revoker(server, auth, members, tracker, fanout, connector, engine.sessions)
+    engine.control.serve(revoker.handle)
+    expiry = Expiry(server, auth, members, revoked, revoker, settings.auth_recheck_seconds)
+    connector.expiry = expiry
+    handlers = Handlers(
+        server,
+        auth,
+        members,
+        connector,
+        tracker,
+        metrics,
+        settings.max_rooms_per_socket,
+        revoked=revoked,
+        expiry=expiry,
+    )
     handlers.register()
-    return SocketLayer(server, members, fanout, tracker, watch, connector, handlers)
+    return SocketLayer(server, members, fanout, tracker, watch, connector, handlers, revoker)

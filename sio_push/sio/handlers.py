@@ -1,4 +1,4 @@
-"""The client events of namespace "/": join, leave, user:typing, presence:get, and anything else refused.
+"""The client events of namespace "/": join, leave, user:typing, presence:get, refresh; anything else refused.
 
 Clients never broadcast. Every handler answers bad input with an error acknowledgement
 (`{"ok": false, "error": ...}`) and a log line; none lets an exception reach python-socketio, so a bad
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..auth import Auth, Identity
 from ..codec import encodable
@@ -20,6 +20,10 @@ from ..shims.socketio import PushServer
 from .connect import Connector
 from .members import Member, Members
 from .presence import PresenceTracker
+
+if TYPE_CHECKING:
+    from .expiry import Expiry
+    from .revocation import Revoked
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +40,13 @@ class JoinRules:
 
     :param auth: decides who may join which room.
     :param max_rooms: the most rooms one socket may be in, its user room included.
+    :param revoked: refuses joins of rooms the backend took from the user.
     """
 
-    def __init__(self, auth: Auth, max_rooms: int = 100) -> None:
+    def __init__(self, auth: Auth, max_rooms: int = 100, revoked: Revoked | None = None) -> None:
         self._auth = auth
         self._max_rooms = max_rooms
+        self._revoked = revoked
 
     async def decide(self, who: str, identity: Identity, name: object, rooms: Collection[str]) -> Room | str:
         """The room `name` names if the socket `who` (in `rooms` now) may be in it, else the refusal code.
@@ -56,7 +62,10 @@ class JoinRules:
         if len(rooms) >= self._max_rooms:
             log.info("join refused %s room=%s: too_many_rooms", who, room.name)
             return "too_many_rooms"
-        if not await self._auth.may_join(identity, room):
+        revoked = self._revoked
+        if not await self._auth.may_join(identity, room) or (
+            revoked is not None and not await revoked.may_join(identity, room.name)
+        ):
             log.info("join refused %s user=%s room=%s: unauthorized", who, identity.user_id, room.name)
             return "unauthorized"
         return room
@@ -93,6 +102,8 @@ class Handlers:
     :param tracker: counts rooms, and presence of `room:*` rooms.
     :param metrics: counts sockets.
     :param max_rooms: the most rooms one socket may be in, its user room included.
+    :param revoked: refuses joins of rooms the backend took from the user.
+    :param expiry: answers `refresh`.
     """
 
     def __init__(
@@ -104,6 +115,8 @@ class Handlers:
         tracker: PresenceTracker,
         metrics: Metrics,
         max_rooms: int = 100,
+        revoked: Revoked | None = None,
+        expiry: Expiry | None = None,
     ) -> None:
         self._server = server
         self._auth = auth
@@ -111,7 +124,8 @@ class Handlers:
         self._connector = connector
         self._tracker = tracker
         self._metrics = metrics
-        self.joins = JoinRules(auth, max_rooms)
+        self.joins = JoinRules(auth, max_rooms, revoked)
+        self._expiry = expiry
 
     def _admit(self, sid: str) -> tuple[Member | None, Ack | None]:
         """The member sending an event, or the error to answer: not connected, or over its event rate."""
@@ -130,6 +144,8 @@ class Handlers:
         on("leave", self.leave)
         on("user:typing", self.typing)
         on("presence:get", self.presence)
+        if self._expiry is not None:
+            on("refresh", self.refresh)
         on("*", self.unknown)
 
     async def disconnect(self, sid: str, reason: object = None) -> None:
@@ -219,6 +235,15 @@ class Handlers:
             return _error("unavailable")
         count = {"users": counts.users, "sockets": counts.sockets}
         return {"ok": True, "room": room.name, "count": count, "state": state}
+
+    async def refresh(self, sid: str, *args: Any) -> Ack:
+        member, refused = self._admit(sid)
+        if member is None or self._expiry is None:
+            return refused or _error("not_connected")
+        payload = args[0] if len(args) == 1 else None
+        if not isinstance(payload, dict):
+            return _error("invalid_payload")
+        return await self._expiry.refresh(sid, member, payload.get("token"))
 
     async def unknown(self, event: str, sid: str, *args: Any) -> Ack:
         member, refused = self._admit(sid)

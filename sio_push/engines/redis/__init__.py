@@ -13,10 +13,13 @@ from ...config import Settings
 from ...tasks import Periodic
 from ..base import Deliver, Engine, Push, log_seconds, new_node_id
 from .broker import RedisBroker
+from .control import RedisControl
 from .nodes import Nodes
 from .occupancy import RedisOccupancy
 from .presence import RedisPresence
+from .revocations import RedisRevocations
 from .sessions import RedisSessions
+from .user_sockets import RedisUserSockets
 
 REAP_EVERY = 2.0
 # A storm of connects and joins asks more of Redis than it can answer at once: the pool is bounded, and a
@@ -42,9 +45,21 @@ class RedisEngine(Engine):
         presence: RedisPresence,
         sessions: RedisSessions | None,
         occupancy: RedisOccupancy,
+        revocations: RedisRevocations,
+        user_sockets: RedisUserSockets,
     ) -> None:
-        super().__init__(broker, presence, sessions, nodes.node_id, occupancy)
+        super().__init__(
+            broker,
+            presence,
+            sessions,
+            nodes.node_id,
+            occupancy,
+            control=RedisControl(client, nodes.prefix, nodes.node_id),
+            revocations=revocations,
+            user_sockets=user_sockets,
+        )
         self._redis = client
+        self._user_sockets = user_sockets
         self._nodes = nodes
         self._redis_presence = presence
         self._redis_sessions = sessions
@@ -65,10 +80,11 @@ class RedisEngine(Engine):
         await self._redis.aclose()
 
     async def _reap(self) -> None:
-        """Remove the room counts and presence of processes that died, and tell their rooms.
+        """Release what processes that died held: their sockets' counts, room counts and presence; tell their rooms.
 
-        Counts first: reaping presence forgets the dead process.
+        Room counts before presence: reaping presence forgets the dead process.
         """
+        await self._user_sockets.reap()
         await self._redis_occupancy.reap()
         for room, diff in await self._redis_presence.reap():
             await self.broker.publish(Push((room,), "presence_diff", {"room": room, **diff}, volatile=True))
@@ -92,5 +108,8 @@ def create_redis_engine(settings: Settings) -> RedisEngine:
     nodes = Nodes(client, prefix, node_id, keep=window)
     broker = RedisBroker(client, prefix, log_seconds(settings), settings.recovery_log_size)
     sessions = RedisSessions(window, client, prefix, nodes) if window else None
+    presence = RedisPresence(client, prefix, nodes)
     occupancy = RedisOccupancy(client, prefix, nodes, settings.presence_max_users)
-    return RedisEngine(client, nodes, broker, RedisPresence(client, prefix, nodes), sessions, occupancy)
+    revocations = RedisRevocations(settings.revocation_seconds, client, prefix)
+    user_sockets = RedisUserSockets(client, prefix, nodes)
+    return RedisEngine(client, nodes, broker, presence, sessions, occupancy, revocations, user_sockets)

@@ -40,6 +40,15 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
 """
 
+# KEYS[1] the session; ARGV[1] the user who claims it ("" for any): its JSON, removed, if it is theirs.
+_CLAIM = """
+local current = redis.call('GET', KEYS[1])
+if not current then return false end
+if ARGV[1] ~= '' and cjson.decode(current)['user_id'] ~= ARGV[1] then return false end
+redis.call('DEL', KEYS[1])
+return current
+"""
+
 
 class RedisSessions(SessionStore):
     """Sessions shared by every process on one Redis.
@@ -55,6 +64,7 @@ class RedisSessions(SessionStore):
         self._key_prefix = prefix
         self._nodes = nodes
         self._write = client.register_script(_WRITE_IF_OWNER)
+        self._claim = client.register_script(_CLAIM)
         self._live: dict[str, str] = {}  # pid -> conn of the sessions this process holds
         self._renewal = Periodic("session renewal", RENEW_EVERY, self._renew)
 
@@ -93,13 +103,13 @@ class RedisSessions(SessionStore):
         await self._write_retried(session.ended(time.time()), self.window, "end")
 
     @translated
-    async def _take(self, pid: str) -> Any:
-        """The session's JSON, removed from Redis; None when there is none."""
-        return await self._redis.getdel(self._key(pid))
+    async def _take(self, pid: str, user_id: str | None) -> Any:
+        """The session's JSON, removed from Redis; None when there is none (or it is another user's)."""
+        return await self._claim(keys=[self._key(pid)], args=[user_id or ""])
 
-    async def claim(self, pid: str) -> Session | None:
+    async def claim(self, pid: str, user_id: str | None = None) -> Session | None:
         try:
-            raw = await self._take(pid)
+            raw = await self._take(pid, user_id)
             if raw is None:
                 return None
             session = Session.from_json(raw)
@@ -113,6 +123,11 @@ class RedisSessions(SessionStore):
         if ended_at is None or time.time() - ended_at > self.window:
             return None
         return session
+
+    @translated
+    async def drop(self, pid: str) -> None:
+        self._live.pop(pid, None)
+        await self._redis.delete(self._key(pid))
 
     @translated
     async def _renew(self) -> None:
