@@ -65,7 +65,7 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH] = auth
     app[ENGINE] = engine
     app[SOCKETS] = sockets
-    app[PHOENIX] = create_phoenix(settings, auth, sockets, metrics)
+    app[PHOENIX] = create_phoenix(settings, auth, engine, sockets, metrics)
     http.setup_routes(app)
     if settings.demo:
         from .demo import setup_routes as setup_demo_routes

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 from ..auth import Auth
 from ..config import Settings
+from ..engines import Engine
 from ..metrics import Metrics
 from ..sio import SocketLayer
+from ..sio.revocation import Revoked
 from .channels import Channels
 from .endpoint import PhoenixEndpoint
 from .hub import Hub
@@ -27,8 +29,11 @@ class PhoenixLayer:
     channels: Channels
 
 
-def create_phoenix(settings: Settings, auth: Auth, sockets: SocketLayer, metrics: Metrics) -> PhoenixLayer:
-    """Serve Phoenix Channels beside Socket.IO layer `sockets`: its rooms, joins, presence and fan-out."""
+def create_phoenix(
+    settings: Settings, auth: Auth, engine: Engine, sockets: SocketLayer, metrics: Metrics
+) -> PhoenixLayer:
+    """Serve Phoenix Channels beside Socket.IO layer `sockets`: its rooms, joins, presence, fan-out, and the
+    engine's revocations and per-user socket counts."""
     hub = Hub()
     channels = Channels(
         auth,
@@ -39,6 +44,9 @@ def create_phoenix(settings: Settings, auth: Auth, sockets: SocketLayer, metrics
         timeout=settings.phoenix_timeout_seconds,
         events_per_second=settings.events_per_second,
         max_message_bytes=settings.max_socket_message_bytes,
+        revoked=Revoked(engine.revocations),
+        user_sockets=engine.user_sockets,
+        max_sockets_per_user=settings.max_sockets_per_user,
     )
     sockets.fanout.others = hub
     return PhoenixLayer(PhoenixEndpoint(channels, sockets.server.eio.allowed_origin), channels)

@@ -14,12 +14,14 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..auth import Auth, Identity
-from ..errors import BackendUnavailable
+from ..engines import UserSockets
+from ..errors import AuthError, BackendUnavailable
 from ..logs import BadInputLog
 from ..metrics import Metrics
 from ..rooms import Room, parse_room
 from ..sio.handlers import JoinRules, typing_changes
 from ..sio.presence import PresenceTracker
+from ..sio.revocation import Revoked
 from ..tasks import paced
 from ..transport.frames import GOING_AWAY
 from .hub import Hub
@@ -58,6 +60,9 @@ class Channels:
         timeout: float = 60.0,
         events_per_second: float = 20.0,
         max_message_bytes: int = 64 * 1024,
+        revoked: Revoked | None = None,
+        user_sockets: UserSockets | None = None,
+        max_sockets_per_user: int = 0,
     ) -> None:
         self._auth = auth
         self._joins = joins
@@ -67,16 +72,41 @@ class Channels:
         self.timeout = timeout
         self.events_per_second = events_per_second
         self.max_message_bytes = max_message_bytes
+        self._revoked = revoked
+        self._user_sockets = user_sockets
+        self._max_sockets_per_user = max_sockets_per_user
         self.bad_input = BadInputLog(log)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def connect(self, token: object) -> Identity:
-        """Who a connecting socket is; raises AuthError to refuse it (403).
+    async def connect(self, token: object, sid: str) -> Identity:
+        """Who connecting socket `sid` is; raises AuthError to refuse it (403).
 
-        The one place a Phoenix connect is decided: revoked tokens and the per-user socket limit (SPEC §7)
-        refuse here too.
+        The one place a Phoenix connect is decided, with the checks of a Socket.IO CONNECT (SPEC §7): a
+        revoked token, and a user at its socket limit (the socket is counted from here; `gone` releases it).
         """
-        return await self._auth.authenticate(token)
+        identity = await self._auth.authenticate(token)
+        if self._revoked is not None:
+            await self._revoked.admit(identity)
+        if self._user_sockets is not None:
+            try:
+                counted = await self._user_sockets.acquire(identity.user_id, sid, self._max_sockets_per_user)
+            except BackendUnavailable:
+                log.warning("sockets of user=%s not counted: backend unavailable", identity.user_id)
+                counted = True
+            if not counted:
+                raise AuthError("too_many_connections")
+        return identity
+
+    def release(self, user_id: str, sid: str) -> None:
+        """Stop counting socket `sid` of `user_id` (gone, or gone before its handshake was answered)."""
+        if self._user_sockets is not None:
+            self._spawn(self._release(self._user_sockets, user_id, sid))
+
+    async def _release(self, user_sockets: UserSockets, user_id: str, sid: str) -> None:
+        try:
+            await user_sockets.release(user_id, sid)
+        except BackendUnavailable:
+            log.warning("sockets of user=%s not released: backend unavailable", user_id)
 
     def opened(self, socket: PhoenixSocket) -> None:
         self.hub.add(socket)
@@ -88,6 +118,8 @@ class Channels:
         """A socket ended: out of every room at once, then out of presence and the rooms' counts."""
         self.hub.remove(socket)
         self._metrics.phoenix_sockets.dec()
+        if socket.identity is not None:
+            self.release(socket.identity.user_id, socket.sid)
         topics = list(socket.channels)
         socket.channels.clear()
         if topics:

@@ -66,12 +66,13 @@ class PhoenixSocket(asyncio.Protocol):
 
     async def _open(self, key: str, token: object, protocol: str | None) -> None:
         try:
-            identity = await self._channels.connect(token)
+            identity = await self._channels.connect(token, self.sid)
         except AuthError as exc:
             log.info("phoenix connect refused: %s", exc.code)
             self.refuse()
             return
         if self.closed or self.transport.is_closing():
+            self._channels.release(identity.user_id, self.sid)
             return
         self.identity = identity
         self.transport.write(accept_response(key, protocol))
