@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -291,3 +292,37 @@ async def test_in_a_large_room_a_phoenix_member_gets_an_empty_state_then_counts(
     await sio.close()
     count = await phx.next("presence_count")
     assert count[:4] == [None, None, "room:c1", "presence_count"] and count[4]["users"] == 1
+
+
+async def test_the_per_user_socket_limit_counts_phoenix_sockets(make_server, http, connect, client_factory):
+    server = await make_server(max_sockets_per_user=1)
+    phx = await _open(http, server)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await _open(http, server)
+    assert info.value.status == 403
+    assert await client_factory().refused(server, make_token("ann")) == {"code": "too_many_connections"}
+    await phx.ws.close()
+    for _ in range(100):  # released a moment after the close
+        try:
+            await _open(http, server)
+            return
+        except aiohttp.WSServerHandshakeError:
+            await asyncio.sleep(0.05)
+    raise AssertionError("the closed socket was never released")
+
+
+async def test_a_revoked_token_is_refused_403(server, http):
+    token = make_token("ann", iat=int(time.time()) - 5)
+    assert (await server.push("/api/disconnect", user_id="ann"))[0] == 200
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await http.ws_connect(f"{server.url}/socket/websocket?token={token}&vsn=2.0.0")
+    assert info.value.status == 403
+
+
+async def test_a_join_of_a_room_taken_from_the_user_is_unauthorized(server, http):
+    phx = await _open(http, server)
+    await phx.join("room:lobby:c1")
+    assert (await server.push("/api/unsubscribe", user_id="ann", room="room:lobby:c2"))[0] == 200
+    ref = await phx.send("room:lobby:c2", "phx_join", join_ref="7")
+    reply = await phx.next("phx_reply")
+    assert reply[1:] == [ref, "room:lobby:c2", "phx_reply", {"status": "error", "response": {"reason": "unauthorized"}}]
