@@ -49,4 +49,5 @@ def create_phoenix(
         max_sockets_per_user=settings.max_sockets_per_user,
     )
     sockets.fanout.others = hub
+    sockets.revoker.others = channels
     return PhoenixLayer(PhoenixEndpoint(channels, sockets.server.eio.allowed_origin), channels)

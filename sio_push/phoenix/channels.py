@@ -23,7 +23,7 @@ from ..sio.handlers import JoinRules, typing_changes
 from ..sio.presence import PresenceTracker
 from ..sio.revocation import Revoked
 from ..tasks import paced
-from ..transport.frames import GOING_AWAY
+from ..transport.frames import GOING_AWAY, NORMAL
 from .hub import Hub
 from .serializer import Message, reply
 
@@ -200,12 +200,30 @@ class Channels:
             return
         socket.send(reply(message, "ok", {}))
 
-    def sockets_of(self, user_id: str | None = None, sid: str | None = None) -> list[PhoenixSocket]:
+    def sockets_of(self, user_id: object = None, sid: object = None) -> list[PhoenixSocket]:
         """This process's Phoenix sockets of user `user_id`, or the one of `sid`."""
-        if sid is not None:
+        if isinstance(sid, str):
             socket = self.hub.sockets.get(sid)
             return [socket] if socket is not None else []
         return [s for s in self.hub.sockets.values() if s.identity is not None and s.identity.user_id == user_id]
+
+    async def disconnect(self, user_id: object, sid: object) -> int:
+        """The backend's `/api/disconnect` (SPEC §7): close the matching sockets; how many.
+
+        phoenix.js reconnects by itself; the revocation refuses its old token then (403).
+        """
+        targets = self.sockets_of(user_id, sid)
+        for socket in targets:
+            log.info("disconnecting %s: revoked by the backend", socket.sid)
+            socket.close(NORMAL)
+        return len(targets)
+
+    async def unsubscribe(self, user_id: str, room: str) -> int:
+        """The backend's `/api/unsubscribe` (SPEC §7): the user's sockets leave `room`; how many."""
+        targets = [socket for socket in self.sockets_of(user_id) if room in socket.channels]
+        for socket in targets:
+            await self.remove(socket, room, "revoked")
+        return len(targets)
 
     async def remove(self, socket: PhoenixSocket, topic: str, reason: str) -> None:
         """Take `socket` out of `topic` on the server's decision (SPEC §7 unsubscribe, a refresh's rooms):

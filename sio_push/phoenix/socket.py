@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from ..auth import Identity
@@ -53,6 +54,7 @@ class PhoenixSocket(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._seen = 0.0  # loop time of the last bytes received
         self._timer: asyncio.TimerHandle | None = None  # the idle check, then the close's deadline
+        self._expiry: asyncio.TimerHandle | None = None  # when the token's exp passes
 
     # -- the handshake
 
@@ -80,6 +82,8 @@ class PhoenixSocket(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._seen = loop.time()
         self._timer = loop.call_later(self._channels.timeout, self._check_idle)
+        if identity.expires_at is not None:  # SPEC §7: closed (1001) when the token expires; phoenix.js reconnects
+            self._expiry = loop.call_later(max(identity.expires_at - time.time(), 0), self._expired)
         self.transport.resume_reading()
         pending, self._pending = self._pending, b""
         if pending:
@@ -162,6 +166,11 @@ class PhoenixSocket(asyncio.Protocol):
         if self._inbox and not self.closed:
             self._start()
 
+    def _expired(self) -> None:
+        self._expiry = None
+        log.info("%s: its token expired; closing it", self.sid)
+        self.close(GOING_AWAY)
+
     def _check_idle(self) -> None:
         loop = asyncio.get_running_loop()
         left = self._seen + self._channels.timeout - loop.time()
@@ -215,6 +224,9 @@ class PhoenixSocket(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self._inbox = None
         if self.identity is not None:
             self._channels.gone(self)
