@@ -326,3 +326,24 @@ async def test_a_join_of_a_room_taken_from_the_user_is_unauthorized(server, http
     ref = await phx.send("room:lobby:c2", "phx_join", join_ref="7")
     reply = await phx.next("phx_reply")
     assert reply[1:] == [ref, "room:lobby:c2", "phx_reply", {"status": "error", "response": {"reason": "unauthorized"}}]
+
+
+async def test_the_backend_disconnects_and_unsubscribes_phoenix_sockets(server, http):
+    phx = await _open(http, server)
+    join_ref = await phx.join("room:lobby:c1")
+    status, body = await server.push("/api/unsubscribe", user_id="ann", room="room:lobby:c1")
+    assert status == 200 and body["sockets"] == 1
+    left = await phx.next("room_left")
+    assert left == [join_ref, None, "room:lobby:c1", "room_left", {"room": "room:lobby:c1", "reason": "revoked"}]
+    assert (await phx.next("phx_close"))[:3] == [join_ref, join_ref, "room:lobby:c1"]
+    status, body = await server.push("/api/disconnect", user_id="ann")
+    assert status == 200 and body["sockets"] == 1
+    msg = await asyncio.wait_for(phx.ws.receive(), TIMEOUT)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+
+
+async def test_a_socket_whose_token_expires_is_closed_with_1001(server, http):
+    token = make_token("ann", ttl=1.5)
+    ws = await http.ws_connect(f"{server.url}/socket/websocket?token={token}&vsn=2.0.0")
+    msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
