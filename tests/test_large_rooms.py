@@ -53,6 +53,8 @@ async def test_a_room_turns_large_above_the_limit_and_back_at_four_fifths(make_s
     assert _large(state, 4, 4)
     _, (switched,) = await watcher.next("presence_state")
     assert _large(switched, 4, 4)
+    await fourth.call("presence:get", {"room": ROOM})  # whatever was sent to it before the answer is here
+    assert fourth.drain("presence_state") == []  # the one state of the large form, not two
 
     second_tab = await connect(server, "u3")
     assert (await second_tab.join(ROOM))["ok"]

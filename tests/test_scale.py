@@ -252,3 +252,19 @@ async def test_drain_spreads_closes_over_the_window_and_every_client_recovers_el
             assert (await node.next("new_msg"))["args"][0]["n"] == 1
     finally:
         await proxy.close()
+
+
+async def test_counts_span_processes_and_drop_when_a_process_dies(processes, redis_env, client_factory):
+    a = await processes(**redis_env)
+    b = await processes(**redis_env)
+    asker = await _joined_client(client_factory, a.url, "ann", "room:n1")
+    await _joined_client(client_factory, b.url, "bob", "room:n1")
+    await _joined_client(client_factory, b.url, "bob", "room:n1")
+
+    async def counted(users: int, sockets: int) -> bool:
+        answer = await asker.call("presence:get", {"room": "room:n1", "limit": 10})
+        return bool(answer["count"] == {"users": users, "sockets": sockets} and len(answer["state"]) == users)
+
+    await _until(lambda: counted(2, 3))
+    b.kill()
+    await _until(lambda: counted(1, 1))

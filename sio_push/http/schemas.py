@@ -12,10 +12,8 @@ from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, valid
 
 from ..rooms import is_valid_id, parse_room
 
-RESERVED_EVENTS = frozenset(
-    {"connect", "connect_error", "disconnect", "disconnecting", "presence_state", "presence_diff"}
-)
-RESERVED_PREFIXES = ("socket.io", "phx_")
+RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "room_left"})
+RESERVED_PREFIXES = ("presence_", "socket.io", "phx_")
 
 
 def _check_id(value: str) -> None:

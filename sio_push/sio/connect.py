@@ -6,6 +6,7 @@ offset}` gets its old sid and rooms back, then every push it missed, before anyt
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -174,14 +175,15 @@ class Connector:
         self._metrics.sockets.inc()
         self._metrics.connects.labels("recovered" if restored else "connected").inc()
 
-        for name in rooms:  # counted everywhere, presence in room:* rooms
-            await self._tracker.entered(name, sid, identity)
         if restored:
             log.info("recovered sid=%s user=%s missed=%d", sid, identity.user_id, len(restored.missed))
         else:
             log.info("connected sid=%s user=%s", sid, identity.user_id)
+        # Independent writes (room counts, presence, the session): on Redis they go out together.
+        work = [self._tracker.entered(name, sid, identity) for name in rooms]
         if session is not None and sessions is not None:
-            await self._store(sessions.save, session)
+            work.append(self._store(sessions.save, session))
+        await asyncio.gather(*work)
 
     async def _claim(self, sessions: SessionStore, auth: dict[str, Any], identity: Identity) -> _Claimed | None:
         """The session a reconnect brings back with `{pid}`, and the rooms it keeps; None for a fresh one."""

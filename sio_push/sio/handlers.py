@@ -7,6 +7,7 @@ client never costs a connection or the server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,16 @@ class Handlers:
             return None, _error("rate_limited")
         return member, None
 
+    def _object(self, sid: str, args: tuple[Any, ...]) -> tuple[dict[str, Any] | None, Ack]:
+        """The one object argument of an event from an admitted member, or (None, the error to answer)."""
+        member, refused = self._admit(sid)
+        if member is None:
+            return None, refused or _error("not_connected")
+        payload = args[0] if len(args) == 1 else None
+        if not isinstance(payload, dict):
+            return None, _error("invalid_payload")
+        return payload, {}
+
     def register(self) -> None:
         on = self._server.on
         on("disconnect", self.disconnect)
@@ -171,8 +182,7 @@ class Handlers:
         if sid not in self._members:  # gone while the backend was deciding
             return _error("not_connected")
         self._connector.entered(sid, member, room.name)
-        await self._tracker.entered(room.name, sid, member.identity)
-        await self._connector.save(sid)
+        await asyncio.gather(self._tracker.entered(room.name, sid, member.identity), self._connector.save(sid))
         log.info("joined sid=%s user=%s room=%s", sid, member.identity.user_id, room.name)
         return {"ok": True, "room": room.name}
 
@@ -185,18 +195,14 @@ class Handlers:
             return _error("invalid_room")
         if self._server.in_room(sid, room.name):
             self._connector.exited(sid, member, room.name)
-            await self._tracker.exited(room.name, sid)
-            await self._connector.save(sid)
+            await asyncio.gather(self._tracker.exited(room.name, sid), self._connector.save(sid))
             log.info("left sid=%s room=%s", sid, room.name)
         return {"ok": True, "room": room.name}
 
     async def typing(self, sid: str, *args: Any) -> Ack:
-        member, refused = self._admit(sid)
-        if member is None:
-            return refused or _error("not_connected")
-        payload = args[0] if len(args) == 1 else None
-        if not isinstance(payload, dict):
-            return _error("invalid_payload")
+        payload, refused = self._object(sid, args)
+        if payload is None:
+            return refused
         room = parse_room(payload.get("room"))
         if room is None:
             return _error("invalid_room")
@@ -215,12 +221,9 @@ class Handlers:
 
     async def presence(self, sid: str, *args: Any) -> Ack:
         """`presence:get` `{"room", "limit"}`: a joined room's counts and its first `limit` users (1-100)."""
-        member, refused = self._admit(sid)
-        if member is None:
-            return refused or _error("not_connected")
-        payload = args[0] if len(args) == 1 else None
-        if not isinstance(payload, dict):
-            return _error("invalid_payload")
+        payload, refused = self._object(sid, args)
+        if payload is None:
+            return refused
         limit = payload.get("limit", PRESENCE_LIMIT)
         if type(limit) is not int or not 1 <= limit <= PRESENCE_LIMIT:
             return _error("invalid_payload")

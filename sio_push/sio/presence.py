@@ -109,27 +109,46 @@ class PresenceTracker:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def entered(self, name: str, sid: str, identity: Identity) -> None:
-        """`sid` is in room `name` (any room): counted, and in a `room:*` room its presence tracked."""
-        change = await self._watch.enter(name, identity.user_id, sid)
-        room = parse_room(name)
-        if room is not None and room.has_presence:
-            await self._track(room, sid, identity, change)
+        """`sid` is in room `name` (any room): counted, and in a `room:*` room its presence tracked.
 
-    async def _track(self, room: Room, sid: str, identity: Identity, change: Change | None) -> None:
+        The count and the presence entry are independent writes: on Redis they go out together.
+        """
+        room = parse_room(name)
+        if room is None or not room.has_presence:
+            await self._watch.enter(name, identity.user_id, sid)
+            return
+        change, diff = await asyncio.gather(
+            self._watch.enter(name, identity.user_id, sid), self._join(room, identity.user_id, sid)
+        )
+        if diff is not None:
+            await self._track(room, sid, change, diff)
+
+    async def _join(self, room: Room, user_id: str, sid: str) -> Diff | None:
+        try:
+            return await self._store.join(room.name, user_id, sid)
+        except BackendUnavailable:
+            log.warning("presence in room=%s not tracked: backend unavailable", room.name)
+            return None
+
+    async def _track(self, room: Room, sid: str, change: Change | None, diff: Diff) -> None:
         """`sid` joined `room`: it gets the room's state (or its counts, if large), the room gets the diff."""
         large = change.large if change is not None else self.large.is_large(room.name)
         try:
-            diff = await self._store.join(room.name, identity.user_id, sid)
             if large:
-                counts = change.counts if change is not None else await self._watch.occupancy.counts(room.name)
-                self._fanout.send_to(sid, "presence_state", large_state(room.name, counts))
+                if change is None:
+                    self._fanout.send_to(sid, "presence_state", large_state(room.name, await self._counts(room.name)))
+                elif not change.switched:  # else the switch's announcement tells every member, this one too
+                    self._fanout.send_to(sid, "presence_state", large_state(room.name, change.counts))
                 return
             state = await self._store.state(room.name)
         except BackendUnavailable:
-            log.warning("presence in room=%s not tracked: backend unavailable", room.name)
+            log.warning("presence_state of room=%s not sent: backend unavailable", room.name)
             return
         self._fanout.send_to(sid, "presence_state", {"room": room.name, "state": state})
         await self._diffs.add(room.name, diff)
+
+    async def _counts(self, name: str) -> Counts:
+        return await self._watch.occupancy.counts(name)
 
     async def exited(self, name: str, sid: str) -> None:
         """`sid` left room `name`: counted, and in a `room:*` room the room told (typing false if it was typing)."""
@@ -152,7 +171,7 @@ class PresenceTracker:
 
     async def snapshot(self, name: str, limit: int) -> tuple[Counts, State]:
         """The counts of room `name` and the state of its first `limit` users. Raises BackendUnavailable."""
-        counts = await self._watch.occupancy.counts(name)
+        counts = await self._counts(name)
         room = parse_room(name)
         state = await self._store.first(name, limit) if room is not None and room.has_presence else {}
         return counts, state
