@@ -11,8 +11,9 @@ from .admission import Admission, default_max_connections
 from .auth import create_auth
 from .config import Settings
 from .engines import create_engine
-from .keys import ADMISSION, AUTH, ENGINE, METRICS, SETTINGS, SOCKETS
+from .keys import ADMISSION, AUTH, ENGINE, METRICS, PHOENIX, SETTINGS, SOCKETS
 from .metrics import Metrics
+from .phoenix import create_phoenix
 from .shims.aiohttp import SocketSite, open_connections
 from .sio import create_socket_layer
 from .webhooks import Webhooks, webhooks_ctx
@@ -38,11 +39,18 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    await app[SOCKETS].close(app[SETTINGS].drain_seconds)
+    # One drain window for both protocols, shared in proportion to their sockets. Phoenix's go first, so
+    # that their presence leaves are sent before the Socket.IO layer sends its last diffs and stops.
+    drain, phoenix, sockets = app[SETTINGS].drain_seconds, app[PHOENIX].channels, app[SOCKETS]
+    total = len(phoenix.hub) + len(sockets.server.eio.sockets)
+    share = drain * len(phoenix.hub) / total if total else 0.0
+    await phoenix.close(share)
+    await sockets.close(drain - share)
 
 
 def create_app(settings: Settings) -> web.Application:
-    """Build the whole server: sockets at `/socket.io/`, the push API under `/api/`, the demo if asked."""
+    """Build the whole server: sockets at `/socket.io/` (Socket.IO) and `/socket/websocket` (Phoenix Channels),
+    the push API under `/api/`, the demo if asked."""
     max_connections = settings.max_connections if settings.max_connections is not None else default_max_connections()
     admission = Admission(settings.connect_rate, max_connections)
     app = web.Application(middlewares=[admission.middleware, http.error_middleware])
@@ -57,6 +65,7 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH] = auth
     app[ENGINE] = engine
     app[SOCKETS] = sockets
+    app[PHOENIX] = create_phoenix(settings, auth, engine, sockets, metrics)
     http.setup_routes(app)
     if settings.demo:
         from .demo import setup_routes as setup_demo_routes
@@ -73,7 +82,8 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def create_site(runner: web.AppRunner, host: str | None, port: int, *, reuse_port: bool | None = None) -> SocketSite:
-    """The listening site of an app of `create_app`: Socket.IO's websockets served by our own transport."""
+    """The listening site of an app of `create_app`: Socket.IO's and Phoenix's websockets served by our own
+    transport."""
     app = runner.app
     admission = app[ADMISSION]
     server = runner.server
@@ -81,4 +91,7 @@ def create_site(runner: web.AppRunner, host: str | None, port: int, *, reuse_por
         admission.count_also(lambda: open_connections(server))
     eio = app[SOCKETS].server.eio
     path = f"/{SOCKETIO_PATH}/"
-    return SocketSite(runner, eio, path, host, port, reuse_port=reuse_port, backlog=BACKLOG, gate=admission)
+    endpoint = app[PHOENIX].endpoint
+    return SocketSite(
+        runner, eio, path, host, port, reuse_port=reuse_port, backlog=BACKLOG, gate=admission, endpoint=endpoint
+    )

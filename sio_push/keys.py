@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .engines import Engine
     from .metrics import Metrics
+    from .phoenix import PhoenixLayer
     from .sio import SocketLayer
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -20,3 +21,4 @@ ENGINE: web.AppKey[Engine] = web.AppKey("engine")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SOCKETS: web.AppKey[SocketLayer] = web.AppKey("sockets")
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
+PHOENIX: web.AppKey[PhoenixLayer] = web.AppKey("phoenix")

@@ -32,6 +32,12 @@ class Metrics:
         self.sockets = Gauge(
             "sio_push_sockets", "Connected Socket.IO sockets.", registry=registry, multiprocess_mode="livesum"
         )
+        self.phoenix_sockets = Gauge(
+            "sio_push_phoenix_sockets",
+            "Connected Phoenix Channels sockets.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.connects = Counter(
             "sio_push_connects",
             "Socket.IO connects by result (connected, recovered, or a refusal code).",

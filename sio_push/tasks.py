@@ -1,4 +1,4 @@
-"""Background tasks: periodic work, capped retry waits, and a bounded stop.
+"""Background tasks: periodic work, capped retry waits, a bounded stop, and pacing (drains).
 
 Every background loop of the package is a `Periodic` or retries with a `Backoff`, so each one re-raises
 `CancelledError`, survives any other error, and is stopped within STOP_SECONDS, so a stuck I/O call
@@ -10,13 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from .errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
 STOP_SECONDS = 5.0
+PACE_TICK = 0.02  # items due within this many seconds are yielded together
+
+T = TypeVar("T")
+
+
+async def paced(items: Sequence[T], seconds: float) -> AsyncIterator[T]:
+    """Yield `items` spread evenly over `seconds` (0: all at once): a drain's pace."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for n, item in enumerate(items):
+        due = start + seconds * n / len(items)
+        if due - loop.time() > PACE_TICK:
+            await asyncio.sleep(due - loop.time())
+        yield item
 
 
 async def stop(*tasks: asyncio.Task[None] | None) -> None:

@@ -20,11 +20,14 @@ class NodeClient:
         self.process = process
 
     @classmethod
-    async def start(cls, url: str, token: str | None, *rooms: str, env: dict[str, str] | None = None) -> NodeClient:
+    async def start(
+        cls, url: str, token: str | None, *rooms: str, env: dict[str, str] | None = None, script: str = "listen.js"
+    ) -> NodeClient:
+        """Run `script` of client_examples (listen.js: socket.io-client; phoenix-listen.js: phoenix.js)."""
         node = shutil.which("node")
         if node is None or not (EXAMPLES / "node_modules" / "socket.io-client").exists():
             pytest.fail("node and `npm ci --prefix client_examples` are needed (.ci/run does both)")
-        args = [str(EXAMPLES / "listen.js"), url, token or "", *rooms]
+        args = [str(EXAMPLES / script), url, token or "", *rooms]
         process = await asyncio.create_subprocess_exec(
             node,
             *args,

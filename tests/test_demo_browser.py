@@ -36,19 +36,22 @@ async def browser():
         await browser.close()
 
 
-async def _open(browser, server, name):
+async def _open(browser, server, name, protocol="socketio"):
     page = await browser.new_page()
     await page.goto(f"{server.url}/demo")
     await page.fill("#name", name)
+    await page.select_option("#protocol", protocol)
     await page.click("#connect")
     await expect(page.locator("#status")).to_have_text("connected", timeout=10_000)
     await expect(page.locator("#text")).to_be_enabled(timeout=10_000)
     return page
 
 
-async def test_demo_chat_end_to_end(make_server, browser, tmp_path):
+@pytest.mark.parametrize("alice_over", ["socketio", "phoenix"])
+async def test_demo_chat_end_to_end(make_server, browser, tmp_path, alice_over):
+    """Two people in one channel; with "phoenix", alice speaks Phoenix Channels (phoenix.js) and bob Socket.IO."""
     server = await make_server(demo=True)
-    alice = await _open(browser, server, "alice")
+    alice = await _open(browser, server, "alice", alice_over)
     bob = await _open(browser, server, "bob")
     await expect(alice.locator("#online li")).to_have_text(["alice", "bob"], timeout=10_000)
 

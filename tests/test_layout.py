@@ -17,6 +17,8 @@ ALLOWED = {
     | {"logs", "config", "tasks", "keys"},
     "http": {"engines", "keys", "rooms", "codec", "errors", "metrics", "config", "presence", "limits", "tasks"}
     | {"__init__"},
+    "phoenix": {"transport", "sio", "engines", "auth", "rooms", "presence", "limits", "logs", "codec", "errors"}
+    | {"config", "metrics", "tasks"},
     "presence": set(),
     "codec": set(),
     "errors": set(),

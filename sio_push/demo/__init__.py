@@ -42,6 +42,11 @@ async def client_library(request: web.Request) -> web.FileResponse:
     return web.FileResponse(HERE / "socket.io.min.js")
 
 
+async def phoenix_library(request: web.Request) -> web.FileResponse:
+    """phoenix.js, for the demo's Phoenix Channels switch (how Linen's original frontend connected)."""
+    return web.FileResponse(HERE / "phoenix.min.js")
+
+
 async def token(request: web.Request) -> web.Response:
     """A development token for any valid name, allowed into every `room:*` room."""
     body = await _json(request)
@@ -90,5 +95,6 @@ async def send(request: web.Request) -> web.Response:
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/demo", page)
     app.router.add_get("/demo/socket.io.min.js", client_library)
+    app.router.add_get("/demo/phoenix.min.js", phoenix_library)
     app.router.add_post("/demo/token", token)
     app.router.add_post("/demo/send", send)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..codec import dumps, loads
+from ..codec import dumps, parse
 
 V1, V2 = "1.0.0", "2.0.0"
 
@@ -34,7 +34,7 @@ def _ref(value: object) -> str | None:
 def decode(text: str, vsn: str) -> Message | None:
     """The message in `text`, or None when it is not one of `vsn`'s shape."""
     try:
-        value = loads(text)
+        value = parse(text.encode())  # strict: no NaN, and nesting past the recursion limit is refused
     except ValueError:
         return None
     if vsn == V2:

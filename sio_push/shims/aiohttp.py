@@ -14,22 +14,31 @@ from typing import Any
 
 from aiohttp import web
 
-from ..transport.protocol import EioServer, Front, Gate
+from ..transport.protocol import EioServer, Endpoint, Front, Gate
 
 
 class SocketSite(web.TCPSite):
     """aiohttp's TCP site, with every connection read first by a `Front` for Engine.IO server `eio`.
 
     :param gate: admits new connections and counts the open ones (None: all are taken).
+    :param endpoint: another websocket endpoint the `Front` hands its path's handshakes to (Phoenix's).
     """
 
     def __init__(
-        self, runner: web.BaseRunner, eio: EioServer, path: str, *args: Any, gate: Gate | None = None, **kwargs: Any
+        self,
+        runner: web.BaseRunner,
+        eio: EioServer,
+        path: str,
+        *args: Any,
+        gate: Gate | None = None,
+        endpoint: Endpoint | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(runner, *args, **kwargs)
         self._eio = eio
         self._path = path
         self._gate = gate
+        self._endpoint = endpoint
 
     async def start(self) -> None:
         # As TCPSite.start, with a Front in front of aiohttp's own protocol.
@@ -38,7 +47,7 @@ class SocketSite(web.TCPSite):
         if http is None:
             raise RuntimeError("Call runner.setup() before starting a site")
         self._server = await asyncio.get_running_loop().create_server(
-            functools.partial(Front, http, self._eio, self._path, self._gate),
+            functools.partial(Front, http, self._eio, self._path, self._gate, self._endpoint),
             self._host,
             self._port,
             ssl=self._ssl_context,

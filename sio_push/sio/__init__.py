@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from ..engines import Engine
 from ..metrics import Metrics
 from ..shims.engineio import DirectSocket
 from ..shims.socketio import PushServer
+from ..tasks import paced
 from .connect import Connector
 from .expiry import Expiry
 from .fanout import Fanout
@@ -25,8 +25,6 @@ from .presence import PresenceTracker
 from .revocation import Revoked, Revoker
 
 log = logging.getLogger(__name__)
-
-DRAIN_TICK = 0.02  # a drain closes the sockets due within this many seconds together
 
 
 def _cors(settings: Settings) -> str | list[str] | None:
@@ -72,12 +70,7 @@ class SocketLayer:
         sockets = list(eio.sockets.values())
         if sockets:
             log.info("closing %d sockets for shutdown over %gs", len(sockets), drain_seconds)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for n, socket in enumerate(sockets):
-            due = start + drain_seconds * n / len(sockets)
-            if due - loop.time() > DRAIN_TICK:
-                await asyncio.sleep(due - loop.time())
+        async for socket in paced(sockets, drain_seconds):
             if socket.closed:
                 continue
             if isinstance(socket, DirectSocket):

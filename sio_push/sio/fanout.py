@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
@@ -42,12 +42,29 @@ def encode(event: str, data: Any, offset: str | None = None) -> eio_packet.Packe
     return eio_packet.Packet(eio_packet.MESSAGE, f"{sio_packet.EVENT}{dumps(args).decode()}")
 
 
+class Others(Protocol):
+    """The local members of the same rooms over another protocol (Phoenix Channels: `phoenix.hub.Hub`)."""
+
+    def deliver(self, push: Push) -> int:
+        """Write `push` to its rooms' members; how many got it."""
+        ...
+
+    def send_to(self, sid: str, event: str, data: Any) -> bool:
+        """Send one event to member `sid` if it is one of these (False: not one of these)."""
+        ...
+
+    def members(self, room: str) -> int:
+        """How many of these are in `room`."""
+        ...
+
+
 class Fanout:
-    """Writes pushes to the local sockets of `server`."""
+    """Writes pushes to the local sockets of `server`, and of the other protocol's members, if any."""
 
     def __init__(self, server: PushServer, metrics: Metrics | None = None) -> None:
         self._server = server
         self._deliveries = metrics.deliveries if metrics is not None else None
+        self.others: Others | None = None  # set once, when the other protocol is served
         self._internal: Callable[[Push], None] | None = None
 
     def on_internal(self, handler: Callable[[Push], None]) -> None:
@@ -73,8 +90,8 @@ class Fanout:
         return list(seen)
 
     def has_members(self, room: str) -> bool:
-        """Whether any local socket is in `room` (without listing them)."""
-        return bool(self._server.members_of(room))
+        """Whether any local socket (of either protocol) is in `room` (without listing them)."""
+        return bool(self._server.members_of(room)) or (self.others is not None and self.others.members(room) > 0)
 
     def write(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
         """Send one packet to one socket at once, behind whatever it already has queued."""
@@ -88,20 +105,24 @@ class Fanout:
         self.write_push(push, offset)
 
     def write_push(self, push: Push, offset: str | None = None) -> None:
-        """Write `push` to the local sockets in its rooms, now, without yielding."""
+        """Write `push` to the local sockets in its rooms (of both protocols), now, without yielding."""
+        # Both protocols' members are written in this one synchronous call: they see pushes in one order.
+        count = self.others.deliver(push) if self.others is not None else 0
         eio_sids = self.recipients(push.rooms)
-        if not eio_sids:
-            return
-        if self._deliveries is not None:
-            self._deliveries.inc(len(eio_sids))
-        pkt = encode(push.event, push.data, offset)
-        frame = packet_frame(pkt)
-        sockets = self._server.eio.sockets
-        for eio_sid in eio_sids:
-            _send(sockets.get(eio_sid), frame, pkt)
+        if eio_sids:
+            count += len(eio_sids)
+            pkt = encode(push.event, push.data, offset)
+            frame = packet_frame(pkt)
+            sockets = self._server.eio.sockets
+            for eio_sid in eio_sids:
+                _send(sockets.get(eio_sid), frame, pkt)
+        if count and self._deliveries is not None:
+            self._deliveries.inc(count)
 
     def send_to(self, sid: str, event: str, data: Any) -> None:
         """Send one event to one local socket, with no offset (it is never replayed)."""
+        if self.others is not None and self.others.send_to(sid, event, data):
+            return
         eio_sid = self._server.eio_sid_of(sid)
         if eio_sid is not None:
             self.write(eio_sid, encode(event, data))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from ..auth import Auth
+from ..auth import Auth, Identity
 from ..codec import encodable
 from ..errors import BackendUnavailable
 from ..metrics import Metrics
-from ..rooms import parse_room
+from ..rooms import Room, parse_room
 from ..shims.socketio import PushServer
 from .connect import Connector
 from .members import Member, Members
@@ -33,6 +34,55 @@ PRESENCE_LIMIT = 100  # the most users presence:get answers with, and its defaul
 
 def _error(code: str) -> Ack:
     return {"ok": False, "error": code}
+
+
+class JoinRules:
+    """The decision on a join, the same for a Socket.IO `join` and a Phoenix `phx_join`.
+
+    :param auth: decides who may join which room.
+    :param max_rooms: the most rooms one socket may be in, its user room included.
+    :param revoked: refuses joins of rooms the backend took from the user.
+    """
+
+    def __init__(self, auth: Auth, max_rooms: int = 100, revoked: Revoked | None = None) -> None:
+        self._auth = auth
+        self._max_rooms = max_rooms
+        self._revoked = revoked
+
+    async def decide(self, who: str, identity: Identity, name: object, rooms: Collection[str]) -> Room | str:
+        """The room `name` names if the socket `who` (in `rooms` now) may be in it, else the refusal code.
+
+        A room the socket is in already is answered as allowed, whatever its room count.
+        """
+        room = parse_room(name)
+        if room is None:
+            log.info("join refused %s: invalid_room", who)
+            return "invalid_room"
+        if room.name in rooms:
+            return room
+        if len(rooms) >= self._max_rooms:
+            log.info("join refused %s room=%s: too_many_rooms", who, room.name)
+            return "too_many_rooms"
+        revoked = self._revoked
+        if not await self._auth.may_join(identity, room) or (
+            revoked is not None and not await revoked.may_join(identity, room.name)
+        ):
+            log.info("join refused %s user=%s room=%s: unauthorized", who, identity.user_id, room.name)
+            return "unauthorized"
+        return room
+
+
+def typing_changes(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The meta changes of a `user:typing` payload `{"typing": bool, "username": str}`; None if malformed."""
+    typing, username = payload.get("typing"), payload.get("username")
+    if not isinstance(typing, bool) or not isinstance(username, (str, type(None))):
+        return None
+    if username is not None and not encodable(username):
+        return None
+    changes: dict[str, Any] = {"typing": typing}
+    if username is not None:
+        changes["username"] = username[:128]
+    return changes
 
 
 def _room_name(args: tuple[Any, ...]) -> object:
@@ -75,8 +125,7 @@ class Handlers:
         self._connector = connector
         self._tracker = tracker
         self._metrics = metrics
-        self._max_rooms = max_rooms
-        self._revoked = revoked
+        self.joins = JoinRules(auth, max_rooms, revoked)
         self._expiry = expiry
 
     def _admit(self, sid: str) -> tuple[Member | None, Ack | None]:
@@ -124,21 +173,12 @@ class Handlers:
         member, refused = self._admit(sid)
         if member is None:
             return refused or _error("not_connected")
-        room = parse_room(_room_name(args))
-        if room is None:
-            log.info("join refused sid=%s: invalid_room", sid)
-            return _error("invalid_room")
-        if self._server.in_room(sid, room.name):
+        rooms = self._server.rooms_of(sid)
+        room = await self.joins.decide(f"sid={sid}", member.identity, _room_name(args), rooms)
+        if not isinstance(room, Room):
+            return _error(room)
+        if room.name in rooms:
             return {"ok": True, "room": room.name}
-        if self._server.room_count(sid) >= self._max_rooms:
-            log.info("join refused sid=%s room=%s: too_many_rooms", sid, room.name)
-            return _error("too_many_rooms")
-        revoked = self._revoked
-        if not await self._auth.may_join(member.identity, room) or (
-            revoked is not None and not await revoked.may_join(member.identity, room.name)
-        ):
-            log.info("join refused sid=%s user=%s room=%s: unauthorized", sid, member.identity.user_id, room.name)
-            return _error("unauthorized")
         if sid not in self._members:  # gone while the backend was deciding
             return _error("not_connected")
         self._connector.entered(sid, member, room.name)
@@ -164,20 +204,15 @@ class Handlers:
         if payload is None:
             return refused
         room = parse_room(payload.get("room"))
-        typing, username = payload.get("typing"), payload.get("username")
         if room is None:
             return _error("invalid_room")
-        if not isinstance(typing, bool) or not isinstance(username, (str, type(None))):
-            return _error("invalid_payload")
-        if username is not None and not encodable(username):
+        changes = typing_changes(payload)
+        if changes is None:
             return _error("invalid_payload")
         if not self._server.in_room(sid, room.name):
             return _error("not_joined")
         if not room.has_presence:
             return _error("invalid_room")
-        changes: dict[str, Any] = {"typing": typing}
-        if username is not None:
-            changes["username"] = username[:128]
         try:
             await self._tracker.typing(room, sid, changes)
         except BackendUnavailable:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..auth import Auth, Identity
 from ..engines import Command, Revocations, Session, SessionStore
@@ -87,8 +87,15 @@ def _after(session: Session, at: float | None) -> bool:
     return at is None or (changed is not None and changed > at)
 
 
+class OtherSockets(Protocol):
+    """The sockets of this process over another protocol (Phoenix Channels: `phoenix.channels.Channels`)."""
+
+    async def disconnect(self, user_id: object, sid: object) -> int: ...
+    async def unsubscribe(self, user_id: str, room: str) -> int: ...
+
+
 class Revoker:
-    """Applies the backend's revocations to this process's sockets.
+    """Applies the backend's revocations to this process's sockets (and, if set, to `others`).
 
     :param server: the Socket.IO server.
     :param auth: its cached callback decisions are forgotten on unsubscribe.
@@ -116,6 +123,7 @@ class Revoker:
         self._fanout = fanout
         self._connector = connector
         self._sessions = sessions
+        self.others: OtherSockets | None = None  # set once, when Phoenix Channels are served
 
     async def remove(self, sid: str, member: Member, room: Room, reason: str) -> None:
         """Take `sid` out of `room` (presence leaves with it), tell it `room_left`, and save its session."""
@@ -130,10 +138,15 @@ class Revoker:
     async def handle(self, command: Command) -> int:
         """Run a control command on this process's sockets; how many it acted on."""
         op = command.get("op")
+        others = self.others
         if op == "disconnect":
-            return await self._disconnect(command.get("user_id"), command.get("sid"))
+            user_id, sid = command.get("user_id"), command.get("sid")
+            count = await others.disconnect(user_id, sid) if others is not None else 0
+            return count + await self._disconnect(user_id, sid)
         if op == "unsubscribe":
-            return await self._unsubscribe(str(command.get("user_id")), str(command.get("room")))
+            user_id, room = str(command.get("user_id")), str(command.get("room"))
+            count = await others.unsubscribe(user_id, room) if others is not None else 0
+            return count + await self._unsubscribe(user_id, room)
         log.warning("unknown control command %r ignored", str(op)[:64])
         return 0
 

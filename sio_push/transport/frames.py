@@ -17,6 +17,7 @@ from dataclasses import dataclass
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA  # opcodes
 # Close codes (RFC 6455 7.4.1)
 NORMAL, PROTOCOL_ERROR, INVALID_DATA, POLICY, TOO_BIG, INTERNAL_ERROR = 1000, 1002, 1007, 1008, 1009, 1011
+GOING_AWAY, UNSUPPORTED = 1001, 1003  # the server goes (drain, expiry); a kind of data not taken (binary)
 NO_STATUS = 1005  # the code of a close frame that carries none; never sent
 GOING_AWAY = 1001  # the server closes a socket whose token expired: the client reconnects with a fresh one
 MAX_FRAGMENTS = 1024  # frames of one message

@@ -32,11 +32,16 @@ class Handshake:
 
     def origin_environ(self, scheme: str) -> dict[str, str]:
         """What python-engineio's origin check reads."""
-        environ = {"wsgi.url_scheme": scheme}
-        for name, key in _ORIGIN_HEADERS.items():
-            if name in self.headers:
-                environ[key] = self.headers[name]
-        return environ
+        return origin_environ(self.headers, scheme)
+
+
+def origin_environ(headers: dict[str, str], scheme: str) -> dict[str, str]:
+    """The WSGI-style environ of a handshake's origin headers `headers`, as python-engineio's check reads it."""
+    environ = {"wsgi.url_scheme": scheme}
+    for name, key in _ORIGIN_HEADERS.items():
+        if name in headers:
+            environ[key] = headers[name]
+    return environ
 
 
 _ORIGIN_HEADERS = {
@@ -135,5 +140,5 @@ def unavailable_response(retry_after: int) -> bytes:
     """An HTTP 503 refusing a connection for now, to come back after `retry_after` seconds."""
     return (
         b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %d\r\nContent-Type: text/plain\r\n"
-        b"Content-Length: 14\r\nConnection: close\r\n\r\ntry again later" % retry_after
+        b"Content-Length: 15\r\nConnection: close\r\n\r\ntry again later" % retry_after
     )

@@ -92,24 +92,59 @@ class _Open:
         return 0
 
 
+class Endpoint(Protocol):
+    """Another websocket endpoint served on the same port (Phoenix Channels' `/socket/websocket`)."""
+
+    @property
+    def path(self) -> str: ...
+    def take(self, transport: asyncio.Transport, head: bytes, rest: bytes, gate: Gate) -> bool:
+        """Take the connection whose request head (no blank line) is `head`, `rest` read after it.
+
+        False leaves the transport untouched, for aiohttp to answer. The endpoint refuses a new connection
+        with `unavailable_response` while `gate.retry_after()` says so (the `Front` stays the protocol then,
+        and releases the gate); a protocol it sets on the transport calls `gate.closed()` when it is lost.
+        """
+        ...
+
+
 class Front(asyncio.Protocol):
-    """Reads a new connection's request head, then gives the connection to a `Connection` or to aiohttp.
+    """Reads a new connection's request head, then gives the connection to a `Connection`, the endpoint
+    (if one is served and the path is its), or aiohttp.
 
     A new websocket session (a handshake without a `sid`) over the gate's limits is answered 503 here,
     before anything is set up for it. The gate counts the connection from here until it closes or goes
     to aiohttp (which counts its own).
     """
 
-    __slots__ = ("_eio", "_gate", "_head", "_http", "_lf_from", "_path", "_prefix", "_timer", "_transport")
+    __slots__ = (
+        "_eio",
+        "_endpoint",
+        "_endpoint_prefix",
+        "_gate",
+        "_head",
+        "_http",
+        "_lf_from",
+        "_path",
+        "_prefix",
+        "_timer",
+        "_transport",
+    )
 
     def __init__(
-        self, http: Callable[[], asyncio.Protocol], eio: EioServer, path: str, gate: Gate | None = None
+        self,
+        http: Callable[[], asyncio.Protocol],
+        eio: EioServer,
+        path: str,
+        gate: Gate | None = None,
+        endpoint: Endpoint | None = None,
     ) -> None:
         self._http = http
         self._eio = eio
         self._path = path
         self._gate: Gate = gate if gate is not None else _Open()
         self._prefix = b"GET " + path.encode()
+        self._endpoint = endpoint
+        self._endpoint_prefix = b"GET " + endpoint.path.encode() if endpoint is not None else None
         self._head = bytearray()
         self._lf_from = 0  # line ends before this offset have been checked
         self._transport: asyncio.Transport = cast(asyncio.Transport, None)  # set at once by the loop
@@ -123,12 +158,19 @@ class Front(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         head = self._head
         head += data
-        if head[: len(self._prefix)] != self._prefix[: len(head)]:
-            self._hand_off()  # not a GET of the Socket.IO path: nothing to wait for
+        ours = _begins(head, self._prefix)
+        other = self._endpoint_prefix
+        if not ours and (other is None or not _begins(head, other)):
+            self._hand_off()  # not a GET of the Socket.IO path (or the endpoint's): nothing to wait for
             return
         end = head.find(b"\r\n\r\n", max(self._lf_from - 3, 0))
         if end < 0:
             if len(head) > MAX_HEAD or self._bare_lf():
+                self._hand_off()
+            return
+        if not ours and self._endpoint is not None:
+            self._stop_timer()  # the endpoint answers 503 itself while the gate refuses new connections
+            if not self._endpoint.take(self._transport, bytes(head[:end]), bytes(head[end + 4 :]), self._gate):
                 self._hand_off()
             return
         handshake = parse_handshake(bytes(head[:end]), self._path)
@@ -198,6 +240,39 @@ class Front(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
         self._gate.closed()
+
+
+def answer_ping(transport: asyncio.Transport, parser: Parser) -> bool:
+    """Write the pong `parser` queued; False (and the connection aborted) for a client that does not read."""
+    if transport.get_write_buffer_size() > MAX_BUFFER:
+        transport.abort()
+        return False
+    transport.write(parser.data_to_send())
+    return True
+
+
+def close_websocket(transport: asyncio.Transport, parser: Parser, code: int) -> asyncio.TimerHandle | None:
+    """Send our close frame (or the answer to the client's) and shut our side; the deadline's timer, if any.
+
+    Our side of the TCP connection is shut after the frame; the client's is read (and dropped) until it
+    closes it, so that nothing it still sends turns into a reset that could lose the close frame. A
+    client that neither reads nor closes is cut off after `CLOSE_SECONDS`.
+    """
+    parser.send_close(code)  # nothing if the parser has answered a close or an error already
+    if transport.is_closing():  # aborted (a client that does not read): nothing more to say
+        return None
+    transport.write(parser.data_to_send())
+    if not transport.can_write_eof():
+        transport.close()
+        return None
+    transport.write_eof()
+    transport.resume_reading()
+    return asyncio.get_running_loop().call_later(CLOSE_SECONDS, transport.abort)
+
+
+def _begins(head: bytearray, prefix: bytes) -> bool:
+    """Whether `head` (complete or not yet) may begin with `prefix`."""
+    return head[: len(prefix)] == prefix[: len(head)]
 
 
 class Connection(asyncio.Protocol):
@@ -277,11 +352,9 @@ class Connection(asyncio.Protocol):
             if type(event) is str or type(event) is bytes:
                 self._message(event)
             elif type(event) is Ping:
-                if self.transport.get_write_buffer_size() > MAX_BUFFER:
+                if not answer_ping(self.transport, self._parser):
                     log.warning("sid=%s pings but does not read; closing it", self.socket and self.socket.sid)
-                    self.transport.abort()
                     return
-                self.transport.write(self._parser.data_to_send())
             elif type(event) is Close:
                 self.close()
             elif type(event) is ProtocolError:
@@ -336,27 +409,11 @@ class Connection(asyncio.Protocol):
             self._timer = None
 
     def close(self, code: int = NORMAL) -> None:
-        """Send a close frame (or the answer to the client's) and end the connection, and the session with it.
-
-        Our side of the TCP connection is shut after the frame; the client's is read (and dropped)
-        until it closes it, so that nothing it still sends turns into a reset that could lose the
-        close frame. A client that neither reads nor closes is cut off after `CLOSE_SECONDS`.
-        """
+        """Send a close frame (`close_websocket`) and end the connection, and the session with it."""
         if self.closed:
             return
-        self._parser.send_close(code)  # nothing if the parser has answered a close or an error already
-        transport = self.transport
-        if transport.is_closing():  # aborted (a client that does not read): nothing more to say
-            self._end()
-            return
-        transport.write(self._parser.data_to_send())
-        if transport.can_write_eof():
-            transport.write_eof()
-            transport.resume_reading()
-            self._cancel_timer()
-            self._timer = asyncio.get_running_loop().call_later(CLOSE_SECONDS, transport.abort)
-        else:
-            transport.close()
+        self._cancel_timer()
+        self._timer = close_websocket(self.transport, self._parser, code)
         self._end()
 
     def eof_received(self) -> bool | None:
