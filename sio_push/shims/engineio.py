@@ -10,8 +10,10 @@ follow a socket's first in one step of the event loop are gathered and written t
 
 Order is kept: a packet goes direct only when the socket's queue is empty and its writer holds nothing
 (`_writer_busy`); otherwise the gathered frames are written and the packet is queued behind them, as
-before. Long-polling sockets always queue. A client whose unsent bytes pile up past `MAX_BUFFER` is cut
-off; it reconnects and recovers.
+before. Long-polling sockets always queue. A client whose unsent bytes pile up past `Bounds.max_buffer`
+(in its transport's buffer, or in its queue: a polling client that does not poll) is cut off; it
+reconnects and recovers. A polling POST is read within `Bounds.body_seconds`, its packets decoded here
+(bad ones answered 400, one log line) and handled within the same packet budget as a websocket's frames.
 
 The privates used (each pinned by tests/test_shims.py): `AsyncServer._trigger_event`, `_service_task`,
 `start_service_task`, `service_task_handle`, `_cors_allowed_origins`, `AsyncSocket._websocket_handler`,
@@ -27,12 +29,16 @@ import time
 from typing import Any
 
 import engineio
+from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
+from engineio import payload as eio_payload
 from engineio.async_socket import AsyncSocket
 
+from ..limits import TokenBucket
+from ..logs import BadInputLog
 from ..transport.batch import WriteBatch
 from ..transport.frames import BINARY, ws_frame
-from ..transport.protocol import MAX_BUFFER, Connection
+from ..transport.protocol import Bounds, Connection
 from .aiohttp import websocket_transport
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,16 @@ def packet_frame(pkt: eio_packet.Packet) -> bytes:
 _PING_FRAME = ws_frame(b"2")
 
 
+def _size(item: Any) -> int:
+    """About the bytes a queued packet will take to send (its data's length; a few for the rest)."""
+    data = getattr(item, "data", None)
+    return len(data) + 8 if isinstance(data, str | bytes) else 64
+
+
+class BadPayload(eio_exceptions.EngineIOError):
+    """A polling POST that is not an Engine.IO payload (python-engineio answers it 400 and ends the session)."""
+
+
 class LightQueue:
     """What python-engineio asks of a socket's queue, with storage made only when used.
 
@@ -54,13 +70,14 @@ class LightQueue:
     fast path hardly ever queue anything.
     """
 
-    __slots__ = ("_getters", "_items", "_joiners", "_unfinished")
+    __slots__ = ("_getters", "_items", "_joiners", "_unfinished", "held")
 
     def __init__(self) -> None:
         self._items: collections.deque[Any] | None = None
         self._getters: list[asyncio.Future[None]] | None = None
         self._joiners: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
+        self.held = 0  # about the bytes of the packets in the queue
 
     def empty(self) -> bool:
         return not self._items
@@ -73,6 +90,7 @@ class LightQueue:
             self._items = collections.deque()
         self._items.append(item)
         self._unfinished += 1
+        self.held += _size(item)
         while self._getters:
             getter = self._getters.pop(0)
             if not getter.done():
@@ -88,6 +106,9 @@ class LightQueue:
         item = self._items.popleft()
         if not self._items:
             self._items = None
+            self.held = 0
+        else:
+            self.held -= _size(item)
         return item
 
     async def get(self) -> Any:
@@ -134,10 +155,12 @@ class PushEngine(engineio.AsyncServer):
     """
 
     start_service_task: bool
+    bounds = Bounds()  # the app sets its own, from its settings
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batch = WriteBatch()
+        self.bad_input = BadInputLog(log)
 
     def create_queue(self, *args: Any, **kwargs: Any) -> LightQueue:
         return LightQueue()
@@ -216,6 +239,9 @@ class DirectSocket(AsyncSocket):
     _ping_timer: asyncio.TimerHandle | None = None
     connect_timer: asyncio.TimerHandle | None = None  # until the Socket.IO CONNECT (server.PushServer)
     last_ping: float | None
+    server: PushEngine
+    _cut = False  # over its bound of unsent bytes: being closed, and what is pushed to it dropped
+    _budget: TokenBucket | None = None  # of the packets its polling POSTs carry, made by the first
 
     async def accept(self, environ: dict[str, Any]) -> bool:
         """Run the connect handler for a session of `open_direct`; False (and the session dropped) if it refused."""
@@ -316,11 +342,27 @@ class DirectSocket(AsyncSocket):
         if not self.upgraded or self.upgrading or self._writer_busy or self.closed or not self.queue.empty():
             return None
         transport = self._transport()
-        if transport is not None and transport.get_write_buffer_size() > MAX_BUFFER:
-            log.warning("sid=%s reads too slowly (%d bytes unsent); closing it", self.sid, MAX_BUFFER)
+        bound = self.server.bounds.max_buffer
+        if transport is not None and transport.get_write_buffer_size() > bound:
+            log.warning("sid=%s reads too slowly (%d bytes unsent); closing it", self.sid, bound)
             transport.abort()
             return None
         return transport
+
+    def _check_queue(self) -> None:
+        """Cut off a socket whose queue holds more than the bound (a polling client that does not poll).
+
+        The queue is emptied at once and the socket closed; it reconnects and recovers what it missed.
+        """
+        held = self.queue.held
+        if held <= self.server.bounds.max_buffer or self._cut:
+            return
+        self._cut = True
+        log.warning("sid=%s does not take what is sent to it (%d bytes queued); closing it", self.sid, held)
+        while not self.queue.empty():
+            self.queue.get_nowait()
+            self.queue.task_done()
+        self.server.start_background_task(self.shut, self.server.reason.TRANSPORT_ERROR)
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         for timer in (self._ping_timer, self.connect_timer):
@@ -372,15 +414,17 @@ class DirectSocket(AsyncSocket):
         transport = self._direct()
         if transport is not None:
             self._write(transport, frame)
-        elif not self.closed:
+        elif not self.closed and not self._cut:
             self.flush()
             self.queue.put_nowait(pkt)
+            self._check_queue()
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         transport = self._direct()
         if transport is None:
             self.flush()
             await super().send(pkt)
+            self._check_queue()
             return
         if await self.check_ping_timeout():
             self._write(transport, packet_frame(pkt))
@@ -404,3 +448,39 @@ class DirectSocket(AsyncSocket):
             packets.append(pkt)
         self._writer_busy = True
         return packets
+
+    async def handle_post_request(self, environ: dict[str, Any]) -> None:
+        """python-engineio's, bounded: the body read within `body_seconds`, checked before any packet is
+        handled (a bad one is BadPayload: 400 and the session ended, one log line, no traceback), and its
+        packets taken from the socket's packet budget (more than the budget's burst in one POST is bad)."""
+        server = self.server
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise self._bad("sent a bad Content-Length") from None
+        if length > server.max_http_buffer_size:
+            raise eio_exceptions.ContentTooLongError()
+        try:
+            async with asyncio.timeout(server.bounds.body_seconds):
+                body = await environ["wsgi.input"].read(length)
+            packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
+        except TimeoutError:
+            raise self._bad("sent its polling body too slowly") from None
+        except Exception:  # an abandoned body, or python-engineio's decoder raising what it meets
+            raise self._bad("sent an undecodable polling payload") from None
+        if any(not 0 <= pkt.packet_type < len(eio_packet.packet_names) for pkt in packets):
+            raise self._bad("sent an Engine.IO packet of unknown type")
+        if self._budget is None:
+            self._budget = server.bounds.packet_budget()
+        budget = self._budget
+        if len(packets) > budget.burst:
+            raise self._bad(f"sent {len(packets)} packets in one polling request")
+        for pkt in packets:
+            if not budget.take():  # over the budget: wait for the token (at most a burst's worth of time)
+                await asyncio.sleep(budget.wait_time())
+                budget.take()
+            await self.receive(pkt)
+
+    def _bad(self, what: str) -> BadPayload:
+        self.server.bad_input.warning(self.sid, "sid=%s %s; closing it", self.sid, what)
+        return BadPayload(what)

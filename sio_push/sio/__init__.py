@@ -14,6 +14,7 @@ from ..engines import Engine
 from ..metrics import Metrics
 from ..shims.engineio import DirectSocket
 from ..shims.socketio import PushServer
+from ..transport.protocol import Bounds
 from .connect import Connector
 from .fanout import Fanout
 from .handlers import Handlers
@@ -21,6 +22,10 @@ from .members import Members
 from .presence import PresenceTracker
 
 log = logging.getLogger(__name__)
+
+# Frames or Engine.IO packets a connection may send per client event of its rate (pongs, acks of
+# upgrades, and some slack): what bounds the CPU one connection costs, whatever it sends.
+PACKETS_PER_EVENT = 10
 
 
 def _cors(settings: Settings) -> str | list[str] | None:
@@ -31,7 +36,7 @@ def _cors(settings: Settings) -> str | list[str] | None:
 
 
 def create_server(settings: Settings) -> PushServer:
-    return PushServer(
+    server = PushServer(
         async_mode="aiohttp",
         cors_allowed_origins=_cors(settings),
         ping_interval=settings.ping_interval,
@@ -41,6 +46,13 @@ def create_server(settings: Settings) -> PushServer:
         logger=logging.getLogger("socketio"),
         engineio_logger=logging.getLogger("engineio"),
     )
+    server.eio.bounds = Bounds(
+        head_seconds=settings.head_timeout_seconds,
+        body_seconds=settings.body_timeout_seconds,
+        max_buffer=settings.max_buffer_bytes,
+        packets_per_second=PACKETS_PER_EVENT * settings.events_per_second,
+    )
+    return server
 
 
 @dataclass(frozen=True)
