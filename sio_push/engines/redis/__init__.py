@@ -70,6 +70,6 @@ def create_redis_engine(settings: Settings) -> RedisEngine:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     prefix = settings.redis_prefix
     nodes = Nodes(client, prefix, node_id, keep=window)
-    broker = RedisBroker(client, prefix, log_seconds(settings), settings.recovery_log_size)
+    broker = RedisBroker(client, prefix, log_seconds(settings), settings.recovery_log_size, settings.recovery_max_bytes)
     sessions = RedisSessions(window, client, prefix, nodes) if window else None
     return RedisEngine(client, nodes, broker, RedisPresence(client, prefix, nodes), sessions)
