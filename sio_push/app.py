@@ -11,6 +11,7 @@ from .auth import create_auth
 from .config import Settings
 from .engines import create_engine
 from .keys import AUTH, ENGINE, METRICS, SETTINGS, SOCKETS
+from .logs import install_client_error_filter
 from .metrics import Metrics
 from .shims.aiohttp import SocketSite
 from .sio import create_socket_layer
@@ -36,6 +37,7 @@ async def _close_sockets(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the whole server: sockets at `/socket.io/`, the push API under `/api/`, the demo if asked."""
+    install_client_error_filter()  # aiohttp's lines about malformed requests: one line, no request text
     app = web.Application(middlewares=[http.error_middleware])
     engine = create_engine(settings)
     metrics = Metrics(settings.metrics_dir)

@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 import engineio
+from aiohttp import web
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
@@ -57,6 +58,21 @@ def _size(item: Any) -> int:
     """About the bytes a queued packet will take to send (its data's length; a few for the rest)."""
     data = getattr(item, "data", None)
     return len(data) + 8 if isinstance(data, str | bytes) else 64
+
+
+async def _read_body(stream: Any, length: int, limit: int) -> bytes:
+    """A request body of `length` bytes (all of it: python-engineio takes whatever part has arrived), or,
+    with no length given, up to its end; ContentTooLongError past `limit`."""
+    if length >= 0:
+        return bytes(await stream.readexactly(length))
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await stream.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise eio_exceptions.ContentTooLongError()
+    return b"".join(chunks)
 
 
 class BadPayload(eio_exceptions.EngineIOError):
@@ -161,6 +177,18 @@ class PushEngine(engineio.AsyncServer):
         super().__init__(*args, **kwargs)
         self.batch = WriteBatch()
         self.bad_input = BadInputLog(log)
+
+    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """python-engineio's, with a request for a session that ended while it was handled answered 400.
+
+        Its POST path looks the session up again (`_get_socket`) outside any `try`, and a session closed
+        in between raises KeyError: the client's race, not a server error.
+        """
+        try:
+            return await super().handle_request(*args, **kwargs)
+        except (KeyError, UnboundLocalError):  # UnboundLocalError: its error path when the session is gone
+            self.bad_input.warning("ended", "a request for a session that had ended; answered 400")
+            return web.Response(status=400, content_type="text/plain", text='"Session is disconnected"')
 
     def create_queue(self, *args: Any, **kwargs: Any) -> LightQueue:
         return LightQueue()
@@ -370,7 +398,9 @@ class DirectSocket(AsyncSocket):
                 timer.cancel()
         self._ping_timer = self.connect_timer = None
         if self.conn is None:
-            await super().close(wait=wait, abort=abort, reason=reason)
+            # Never waiting for the queue to drain: python-engineio's `disconnect` waits, and a polling
+            # client that does not poll (one whose POST was just refused, say) would hold it for ever.
+            await super().close(wait=False, abort=abort, reason=reason)
             return
         # No writer task drains the queue of a `Connection`'s socket: nothing to wait for.
         await super().close(wait=False, abort=abort, reason=reason)
@@ -455,14 +485,15 @@ class DirectSocket(AsyncSocket):
         packets taken from the socket's packet budget (more than the budget's burst in one POST is bad)."""
         server = self.server
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
+            length = int(environ.get("CONTENT_LENGTH") or -1)
         except ValueError:
             raise self._bad("sent a bad Content-Length") from None
-        if length > server.max_http_buffer_size:
+        limit = server.max_http_buffer_size
+        if length > limit:
             raise eio_exceptions.ContentTooLongError()
         try:
             async with asyncio.timeout(server.bounds.body_seconds):
-                body = await environ["wsgi.input"].read(length)
+                body = await _read_body(environ["wsgi.input"], length, limit)
             packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
         except TimeoutError:
             raise self._bad("sent its polling body too slowly") from None
