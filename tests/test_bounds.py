@@ -21,6 +21,7 @@ from .conftest import TIMEOUT, Server, make_token
 from .test_limits import RawSocket
 
 PATH = "/socket.io/"
+ROOM = "room:topic:t1"
 MIB = 1024 * 1024
 
 
@@ -286,4 +287,135 @@ async def test_bad_requests_are_logged_a_bounded_number_of_times(server, caplog)
         writer.close()
     lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) <= 6  # five a minute for one client, and one "suppressed" line at most
+    no_tracebacks(caplog)
+
+
+# 4 and 8. Recovery: a refused push poisons nothing; nothing from before a join, or of another room
+
+
+async def _raw_connect(server: Server, auth: dict[str, Any]) -> tuple[RawSocket, str, dict[str, Any]]:
+    """A hand-written Socket.IO client connected with `auth`: it, its Engine.IO sid, and the CONNECT reply."""
+    http = aiohttp.ClientSession()
+    ws = await http.ws_connect(server.url + PATH + "?EIO=4&transport=websocket")
+    raw = RawSocket(ws, http)
+    opened = await raw.receive()
+    assert opened.startswith("0{")
+    await ws.send_str("40" + json.dumps(auth))
+    reply = await raw.receive()
+    assert reply.startswith("40{"), reply
+    return raw, json.loads(opened[1:])["sid"], json.loads(reply[2:])
+
+
+async def _pushes_until(raw: RawSocket, last: int) -> list[tuple[int, str]]:
+    """The (n, offset) of each `new_msg` received, up to the one whose n is `last`."""
+    received: list[tuple[int, str]] = []
+    while not received or received[-1][0] != last:
+        data = await raw.receive()
+        if data.startswith('42["new_msg"'):
+            _, body, offset = json.loads(data[2:])
+            received.append((body["n"], offset))
+    return received
+
+
+async def test_recovery_replays_nothing_from_before_the_join_nor_of_other_rooms_nor_a_refused_push(server):
+    token = make_token("rita", rooms=["room:*"])
+    assert (await server.push("/api/channel", channel_id="c8", n=0))[0] == 200  # before anyone joined
+    raw, eio_sid, reply = await _raw_connect(server, {"token": token})
+    try:
+        assert (await raw.ack('421["join","room:lobby:c8"]'))["ok"]
+        assert (await server.push("/api/channel", channel_id="c8", n=1))[0] == 200
+        [(_, offset)] = await _pushes_until(raw, 1)
+    finally:
+        await raw.close()
+    await _until(lambda: eio_sid not in _sockets(server), "the old connection to end")
+    assert (await server.push("/api/channel", channel_id="other", n=100))[0] == 200  # a room it never joined
+    poisoned, _ = await server.push("/api/channel", channel_id="c8", n=99, text="\ud800")
+    assert poisoned == 400
+    assert (await server.push("/api/channel", channel_id="c8", n=2))[0] == 200
+
+    for after in ("0", offset):  # "0": the very start, from before the join
+        raw, eio_sid, again = await _raw_connect(server, {"token": token, "pid": reply["pid"], "offset": after})
+        try:
+            assert again["sid"] == reply["sid"]  # recovered
+            assert (await server.push("/api/channel", channel_id="c8", n=3))[0] == 200
+            received = [n for n, _ in await _pushes_until(raw, 3)]
+            assert received == ([1, 2, 3] if after == "0" else [2, 3])
+            reply = {**again, "pid": again["pid"]}
+        finally:
+            await raw.close()
+        await _until(lambda eio_sid=eio_sid: eio_sid not in _sockets(server), "the connection to end")
+
+
+async def test_a_connect_with_someone_elses_pid_and_offset_zero_replays_nothing(server):
+    owner, _, reply = await _raw_connect(server, {"token": make_token("ann", rooms=["room:*"])})
+    try:
+        assert (await owner.ack('421["join","room:lobby:secret"]'))["ok"]
+        assert (await server.push("/api/channel", channel_id="secret", n=1))[0] == 200
+        await _pushes_until(owner, 1)
+        token = make_token("eve", rooms=["room:*"])
+        eve, _, answer = await _raw_connect(server, {"token": token, "pid": reply["pid"], "offset": "0"})
+        try:
+            assert answer["sid"] != reply["sid"]
+            assert (await server.push("/api/user", user_id="eve", n=2))[0] == 200
+            assert [n for n, _ in await _pushes_until(eve, 2)] == [2]
+        finally:
+            await eve.close()
+    finally:
+        await owner.close()
+
+
+# 5. Presence amplification
+
+
+async def test_presence_spam_reaches_the_room_at_the_event_rate(make_server, connect):
+    server = await make_server(events_per_second=5, presence_batch_seconds=0)  # a burst of 10
+    member = await connect(server, "bob")
+    assert (await member.join(ROOM))["ok"]
+    spammer = await connect(server, "mallory")
+    assert (await spammer.join(ROOM))["ok"]
+    await member.presence_until(ROOM, lambda view: "mallory" in view)
+    member.drain()
+    started = time.monotonic()
+    for n in range(300):
+        kind = n % 4
+        if kind == 0:
+            await spammer.sio.emit("user:typing", {"room": ROOM, "typing": True})
+        elif kind == 1:
+            await spammer.sio.emit("user:typing", {"room": ROOM, "typing": False})
+        elif kind == 2:
+            await spammer.sio.emit("leave", ROOM)
+        else:
+            await spammer.sio.emit("join", ROOM)
+    deadline = time.monotonic() + TIMEOUT
+    while (answer := await spammer.call("user:typing", {"room": ROOM, "typing": False})) != {"ok": True}:
+        assert answer == {"ok": False, "error": "rate_limited"}, answer  # the spam is over once it is served
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    marker = await connect(server, "zed")
+    assert (await marker.join(ROOM))["ok"]
+    await member.presence_until(ROOM, lambda view: "zed" in view)  # everything before it has arrived
+    elapsed = time.monotonic() - started
+    diffs = [args[0] for event, args in member.drain("presence_diff") if "zed" not in args[0]["joins"]]
+    allowed = 10 + 5 * elapsed + 1  # the burst, the rate, the last call
+    assert len(diffs) <= allowed, (len(diffs), elapsed)
+    assert sum(len(json.dumps(diff)) for diff in diffs) <= allowed * 400
+
+
+# 9. CPU: frames past a connection's budget wait
+
+
+async def test_a_frame_flood_is_slowed_down_not_served_at_once(make_server, connect, caplog):
+    server = await make_server(events_per_second=20)  # 200 frames a second, a burst of 400
+    served = await bystander(server, connect)
+    raw = await RawSocket.open(server.url, make_token("mallory", rooms=["room:*"]))
+    try:
+        started = time.monotonic()
+        for _ in range(800):
+            await raw.ws.send_str("3")  # Engine.IO pongs nobody asked for: the cheapest frame there is
+        await served(1)  # while the flood waits, others are served at once
+        assert (await raw.ack('421["join","room:lobby:a"]'))["ok"]  # the connection survives
+        assert time.monotonic() - started >= 1.5  # (800 - 400) / 200 = 2 s of waiting, less timing slack
+    finally:
+        await raw.close()
+    await served(2)
     no_tracebacks(caplog)
