@@ -25,6 +25,12 @@ ROOM = "room:topic:t1"
 MIB = 1024 * 1024
 
 
+@pytest.fixture(params=["memory", "redis"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every bound holds on both engines."""
+    return str(request.param)
+
+
 def rss() -> int:
     """This process's resident memory, in bytes (the server under test runs in it)."""
     with open("/proc/self/status") as status:
