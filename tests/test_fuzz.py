@@ -174,3 +174,30 @@ async def test_the_api_answers_as_its_openapi_document_says(server, caplog):
         document = await response.json()
     await asyncio.to_thread(_fuzz_api, server.url, document)
     no_tracebacks(caplog)
+
+
+async def test_made_up_packets_over_a_websocket_aiohttp_serves(server, connect, caplog):
+    # A handshake this server's own transport does not take (a repeated parameter) goes to aiohttp and
+    # python-engineio's websocket handler: the same packets must be as harmless there.
+    served = await bystander(server, connect)
+    token = make_token("fuzz", rooms=["room:*"])
+    for n, batch in enumerate(_batches()[:15]):
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(server.url + "/socket.io/?EIO=4&transport=websocket&transport=websocket")
+            raw = RawSocket(ws, http)
+            assert (await raw.receive()).startswith("0{")
+            await ws.send_str("40" + json.dumps({"token": token}))
+            assert (await raw.receive()).startswith("40{")
+            for packet in ["9", "", "4", *batch]:
+                if ws.closed:
+                    break
+                try:
+                    await (ws.send_bytes(packet) if isinstance(packet, bytes) else ws.send_str(packet))
+                except (ConnectionError, aiohttp.ClientError):
+                    break
+            await _still_served(raw)
+            await ws.close()
+        if n % 5 == 0:
+            await served(n)
+    await served(-1)
+    no_tracebacks(caplog)

@@ -78,6 +78,10 @@ def test_engineio_paths_the_polling_bounds_rely_on():
     assert "socket = self._get_socket(sid)" in handle
     assert "raise KeyError" in _source(engineio.AsyncServer._get_socket)
     assert issubclass(BadPayload, engineio.exceptions.EngineIOError)
+    # _CheckedWebSocket: python-engineio's websocket handler reads every message with `ws.wait()` and
+    # decodes it with `packet.Packet(encoded_packet=...)` outside any `try`.
+    handler = _source(AsyncSocket._websocket_handler)
+    assert "await ws.wait()" in handler and "packet.Packet(encoded_packet=p)" in handler
     # LightQueue.held: python-engineio takes packets out with get / get_nowait only.
     assert "self.queue.get()" in _source(AsyncSocket.poll) and "self.queue.get_nowait()" in _source(AsyncSocket.poll)
 
