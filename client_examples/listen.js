@@ -9,6 +9,8 @@
 //   {"cmd": "typing", "room": ..., "typing": true, "username": "Ann"}
 //   {"cmd": "drop"}  (closes the transport; the client reconnects by itself)
 //   {"cmd": "exit"}
+// With TOKEN_URL set, `auth` is a function that fetches a fresh token from that URL for every (re)connect,
+// as an app whose tokens expire does.
 "use strict";
 const readline = require("node:readline");
 const { io } = require("socket.io-client");
@@ -21,8 +23,13 @@ if (!url) {
 
 const print = (line) => process.stdout.write(JSON.stringify(line) + "\n");
 
+const fetchToken = (cb) =>
+  fetch(process.env.TOKEN_URL)
+    .then((res) => res.text())
+    .then((fresh) => cb({ token: fresh }), () => cb({}));
+
 const socket = io(url, {
-  auth: token ? { token } : {},
+  auth: process.env.TOKEN_URL ? fetchToken : token ? { token } : {},
   transports: (process.env.TRANSPORTS || "websocket,polling").split(","),
   reconnectionDelay: Number(process.env.RECONNECTION_DELAY || 1000),
   reconnectionDelayMax: Number(process.env.RECONNECTION_DELAY || 5000),

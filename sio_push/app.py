@@ -7,16 +7,23 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import http
+from .admission import Admission, default_max_connections
 from .auth import create_auth
 from .config import Settings
 from .engines import create_engine
-from .keys import AUTH, ENGINE, METRICS, SETTINGS, SOCKETS
+from .keys import ADMISSION, AUTH, ENGINE, METRICS, SETTINGS, SOCKETS
 from .logs import install_client_error_filter
 from .metrics import Metrics
-from .shims.aiohttp import SocketSite
+from .shims.aiohttp import SocketSite, open_connections
 from .sio import create_socket_layer
+from .webhooks import Webhooks, webhooks_ctx
 
 SOCKETIO_PATH = "socket.io"
+# The kernel's queue of connections not yet accepted. aiohttp's default (128) overflows in a reconnect
+# storm, and a dropped SYN is retried by the client's kernel after 1, 3, 7 s...: handshakes then wait past
+# socket.io-client's 20 s timeout before the server ever sees them, let alone answers 503. Node uses 511.
+# (Linux caps it at net.core.somaxconn.)
+BACKLOG = 2048
 
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -32,19 +39,22 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    await app[SOCKETS].close()
+    await app[SOCKETS].close(app[SETTINGS].drain_seconds)
 
 
 def create_app(settings: Settings) -> web.Application:
     """Build the whole server: sockets at `/socket.io/`, the push API under `/api/`, the demo if asked."""
     install_client_error_filter()  # aiohttp's lines about malformed requests: one line, no request text
-    app = web.Application(middlewares=[http.error_middleware])
+    max_connections = settings.max_connections if settings.max_connections is not None else default_max_connections()
+    admission = Admission(settings.connect_rate, max_connections)
+    app = web.Application(middlewares=[admission.middleware, http.error_middleware])
     engine = create_engine(settings)
     metrics = Metrics(settings.metrics_dir)
     auth = create_auth(settings)
     sockets = create_socket_layer(settings, auth, engine, metrics)
     sockets.server.attach(app, SOCKETIO_PATH)
     app[SETTINGS] = settings
+    app[ADMISSION] = admission
     app[METRICS] = metrics
     app[AUTH] = auth
     app[ENGINE] = engine
@@ -57,10 +67,20 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_engine_ctx)
     app.cleanup_ctx.append(_auth_ctx)
+    if settings.webhook_url and settings.webhook_secret:
+        webhooks = Webhooks(settings, engine.occupancy, metrics)
+        sockets.watch.add_listener(webhooks.changed)
+        app.cleanup_ctx.append(webhooks_ctx(webhooks))
     return app
 
 
 def create_site(runner: web.AppRunner, host: str | None, port: int, *, reuse_port: bool | None = None) -> SocketSite:
     """The listening site of an app of `create_app`: Socket.IO's websockets served by our own transport."""
-    eio = runner.app[SOCKETS].server.eio
-    return SocketSite(runner, eio, f"/{SOCKETIO_PATH}/", host, port, reuse_port=reuse_port)
+    app = runner.app
+    admission = app[ADMISSION]
+    server = runner.server
+    if server is not None:
+        admission.count_also(lambda: open_connections(server))
+    eio = app[SOCKETS].server.eio
+    path = f"/{SOCKETIO_PATH}/"
+    return SocketSite(runner, eio, path, host, port, reuse_port=reuse_port, backlog=BACKLOG, gate=admission)

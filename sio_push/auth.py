@@ -18,6 +18,7 @@ import fnmatch
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -39,10 +40,22 @@ UNAUTHORIZED = "unauthorized"
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """An authenticated user. `room_patterns` is None when the backend decides each join."""
+    """An authenticated user. `room_patterns` is None when the backend decides each join.
+
+    `issued_at` and `expires_at` are the token's `iat` and `exp` (unix seconds) when it has them.
+    """
 
     user_id: str
     room_patterns: tuple[str, ...] | None = None
+    issued_at: int | None = None
+    expires_at: int | None = None
+
+
+def _seconds(value: object) -> int | None:
+    """A claim in unix seconds as a whole number, or None when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return int(value)
 
 
 class Auth:
@@ -51,6 +64,8 @@ class Auth:
     async def authenticate(self, token: object) -> Identity:
         if not isinstance(token, str) or not token:
             raise AuthError(TOKEN_MISSING)
+        if not token.isascii():  # JWTs and HTTP bearer tokens are ASCII; a lone surrogate would not encode
+            raise AuthError(TOKEN_INVALID)
         return await self._authenticate(token)
 
     async def may_join(self, identity: Identity, room: Room) -> bool:
@@ -60,6 +75,17 @@ class Auth:
 
     async def close(self) -> None:
         """Release what the backend holds (HTTP connections)."""
+
+    def forget(self, user_id: str, room: str) -> None:
+        """Forget a cached decision that `user_id` may join `room` (the backend revoked it)."""
+
+    async def recheck(self, token: str, user_id: str) -> bool | None:
+        """Whether `token` still names `user_id`, asked again now: False only on a definite refusal.
+
+        None when it cannot be told (a timeout, a 5xx), or when the backend does not recheck (JWT:
+        the token's `exp` decides).
+        """
+        return None
 
     async def _authenticate(self, token: str) -> Identity:
         raise NotImplementedError
@@ -104,7 +130,7 @@ class JwtAuth(Auth):
             raise AuthError(TOKEN_INVALID)
         if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
             raise AuthError(TOKEN_INVALID)
-        return Identity(user_id, tuple(patterns))
+        return Identity(user_id, tuple(patterns), _seconds(claims.get("iat")), _seconds(claims.get("exp")))
 
     async def _may_join(self, identity: Identity, room: Room) -> bool:
         patterns = identity.room_patterns or ()
@@ -128,6 +154,9 @@ class _TtlCache:
             del self._entries[key]
             return None
         return value
+
+    def drop(self, key: Any) -> None:
+        self._entries.pop(key, None)
 
     def put(self, key: Any, value: Any) -> None:
         if self._seconds <= 0:
@@ -173,25 +202,39 @@ class CallbackAuth(Auth):
             log.warning("auth service %s failed: %s", path, type(exc).__name__)
             return None
 
-    async def _authenticate(self, token: str) -> Identity:
+    async def _who(self, token: str, cached: bool = True) -> str | None:
+        """The user `/api/jwt/who` names for `token` ("" for a definite no), None when it cannot tell.
+
+        A definite answer is cached; with `cached` False the backend is asked even if one is.
+        """
         key = ("who", hashlib.sha256(token.encode()).hexdigest())
-        user_id = self._cache.get(key)
-        if user_id is None:
-            answer = await self._post(
-                "/api/jwt/who", {"push_token": self._service_key}, {"Authorization": f"Bearer {token}"}
-            )
-            if answer is None:
-                raise AuthError(UNAUTHORIZED)
-            status, text = answer
-            user_id = text.strip() if status == 200 else ""
-            if status == 200 and not is_valid_id(user_id):
-                log.warning("auth service named a user id that is not valid; refusing")
-                user_id = ""
-            if status < 500:
-                self._cache.put(key, user_id)
+        user_id: str | None = self._cache.get(key) if cached else None
+        if user_id is not None:
+            return user_id
+        bearer = {"Authorization": f"Bearer {token}"}
+        answer = await self._post("/api/jwt/who", {"push_token": self._service_key}, bearer)
+        if answer is None or answer[0] >= 500:
+            return None
+        status, text = answer
+        user_id = text.strip() if status == 200 else ""
+        if status == 200 and not is_valid_id(user_id):
+            log.warning("auth service named a user id that is not valid; refusing")
+            user_id = ""
+        self._cache.put(key, user_id)
+        return user_id
+
+    async def _authenticate(self, token: str) -> Identity:
+        user_id = await self._who(token)
         if not user_id:
             raise AuthError(UNAUTHORIZED)
-        return Identity(user_id)
+        return Identity(user_id, issued_at=_issued_at(token))
+
+    def forget(self, user_id: str, room: str) -> None:
+        self._cache.drop(("can", user_id, room))
+
+    async def recheck(self, token: str, user_id: str) -> bool | None:
+        named = await self._who(token, cached=False)
+        return None if named is None else named == user_id
 
     async def _may_join(self, identity: Identity, room: Room) -> bool:
         key = ("can", identity.user_id, room.name)
@@ -209,6 +252,18 @@ class CallbackAuth(Auth):
             if answer[0] < 500:
                 self._cache.put(key, allowed)
         return bool(allowed)
+
+
+def _issued_at(token: str) -> int | None:
+    """The `iat` of a token the backend accepted, if it is a JWT that has one (for revocations).
+
+    The backend verified the token; its claims are only read here, never trusted for identity.
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
+    except (jwt.InvalidTokenError, ValueError):
+        return None
+    return _seconds(claims.get("iat"))
 
 
 def create_auth(settings: Settings) -> Auth:

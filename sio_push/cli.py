@@ -29,17 +29,45 @@ from .logs import AccessLogger, configure_logging
 log = logging.getLogger("sio_push")
 
 RESTART_DELAY = 1.0
-SHUTDOWN_SECONDS = 10.0
+# On SIGTERM the listening socket closes first, then the sockets are drained over PUSH_DRAIN_SECONDS
+# (the app's shutdown); what aiohttp still serves after that (a poll, an API call) gets this long more.
+SHUTDOWN_GRACE = 3.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The server is the default command; `token`, `push` and `check` are the operators' (commands.py)."""
     parser = argparse.ArgumentParser(prog="sio-push", description="Realtime push server for Linen (Socket.IO).")
     parser.add_argument("--dev", action="store_true", help="development: mint missing secrets (never in production)")
     parser.add_argument("--demo", action="store_true", help="also serve a demo chat at /demo (implies --dev)")
     parser.add_argument(
         "--workers", metavar="N", help="processes sharing the port and Redis: a number or auto (one per core)"
     )
+    sub = parser.add_subparsers(dest="command", metavar="{token,push,check}", help="(none: run the server)")
+    token = sub.add_parser("token", help="print a JWT signed with the configured secret")
+    token.add_argument("--sub", required=True, help="the user id")
+    token.add_argument("--rooms", nargs="*", default=[], metavar="R", help="rooms or patterns (room:lobby:*) allowed")
+    token.add_argument("--ttl", type=float, default=3600, metavar="SECONDS", help="lifetime (default 3600)")
+    push = sub.add_parser("push", help="post to a running server with the configured key; print the answer")
+    push.add_argument("route", metavar="ROUTE", help="emit, channel, ... or a path (/api/emit)")
+    push.add_argument("body", metavar="JSON", help='the body, e.g. \'{"rooms": ["room:x"], "event": "e", "data": 1}\'')
+    push.add_argument("--url", help="the server (default: this configuration's port on 127.0.0.1)")
+    sub.add_parser("check", help="validate the configuration and reach Redis when configured (exit 0 or 2)")
     return parser.parse_args(argv)
+
+
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    """One of the operators' commands: print its output, return its exit status."""
+    from . import commands
+
+    if args.command == "token":
+        text, status = commands.token(settings, args.sub, args.rooms, args.ttl)
+    elif args.command == "push":
+        text, status = commands.push(settings, args.route, args.url, args.body)
+    else:
+        text, status = commands.check(settings)
+    # Results (and the server's answers) go to stdout; the commands' own complaints, which name them, to stderr.
+    print(text, file=sys.stderr if text.startswith("sio-push") else sys.stdout)
+    return status
 
 
 def _new_loop(prefer_uvloop: bool) -> asyncio.AbstractEventLoop:
@@ -63,7 +91,7 @@ def serve(settings: Settings) -> None:
 async def _serve(settings: Settings) -> None:
     from .app import create_app, create_site
 
-    runner = web.AppRunner(create_app(settings), access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_SECONDS)
+    runner = web.AppRunner(create_app(settings), access_log_class=AccessLogger, shutdown_timeout=SHUTDOWN_GRACE)
     await runner.setup()
     try:
         site = create_site(runner, settings.host, settings.port, reuse_port=settings.workers > 1 or None)
@@ -137,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"sio-push: {exc}", file=sys.stderr)
         sys.exit(2)
+    if args.command is not None:
+        sys.exit(run_command(args, settings))
     configure_logging(settings.log_level, settings.log_format)
     for note in settings.dev_notes:
         log.warning("DEVELOPMENT MODE: %s; never run --dev or --demo in production", note)

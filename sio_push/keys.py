@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from .admission import Admission
     from .auth import Auth
     from .config import Settings
     from .engines import Engine
@@ -18,3 +19,4 @@ AUTH: web.AppKey[Auth] = web.AppKey("auth")
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SOCKETS: web.AppKey[SocketLayer] = web.AppKey("sockets")
+ADMISSION: web.AppKey[Admission] = web.AppKey("admission")

@@ -45,6 +45,18 @@ class Metrics:
             "sio_push_push_errors", "Pushes refused, by HTTP status.", ["status"], registry=registry
         )
         self.deliveries = Counter("sio_push_deliveries", "Events written to this process's sockets.", registry=registry)
+        self.webhooks = Counter(
+            "sio_push_webhook_requests",
+            "Webhook requests by result: sent (2xx), failed (one try that will be retried), dropped (gave up).",
+            ["result"],
+            registry=registry,
+        )
+        self.webhook_events_dropped = Counter(
+            "sio_push_webhook_events_dropped",
+            "Webhook events never sent, by reason: queue_full, gave_up (retries ran out), backend (Redis down).",
+            ["reason"],
+            registry=registry,
+        )
         self.push_seconds = Histogram(
             "sio_push_push_seconds",
             "Time to accept a push (validation and broker hand-over).",

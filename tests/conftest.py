@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -90,8 +93,17 @@ async def start_server(settings: Settings) -> Server:
     return Server(app, runner, port)
 
 
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Run a plain aiohttp app (a stand-in for the backend) on a free port; its runner and base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
 def base_settings(**overrides: Any) -> Settings:
-    settings = Settings(service_key=SERVICE_KEY, jwt_secret=SECRET, host="127.0.0.1", port=0)
+    settings = Settings(service_key=SERVICE_KEY, jwt_secret=SECRET, host="127.0.0.1", port=0, drain_seconds=0)
     return dataclasses.replace(settings, **overrides)
 
 
@@ -273,6 +285,37 @@ async def connect(
         return client
 
     return factory
+
+
+@pytest.fixture
+async def processes(tmp_path) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Starts `python -m sio_push` processes; at the end stops them and fails if a worker outlives them."""
+    from .processes import ServerProcess, outliving
+
+    started: list[ServerProcess] = []
+
+    async def start(*args: str, **env: str) -> ServerProcess:
+        server = ServerProcess(tmp_path / f"server-{len(started)}.log", *args, env=env)
+        started.append(server)
+        return await server.start()
+
+    yield start
+    leftovers: list[int] = []
+    for server in started:
+        if server.process is not None and server.process.returncode is None:
+            server.children()  # the workers running now join those seen during the test
+        await server.stop()
+        leftovers += await outliving(sorted(server.seen))
+    for pid in leftovers:  # cleaned up, but reported: a worker that outlives its supervisor is a bug
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"workers {leftovers} outlived their supervisor"
+
+
+@pytest.fixture
+def redis_env(redis_server: RedisServer) -> dict[str, str]:
+    """The environment of processes that share `redis_server`, under a prefix of their own."""
+    return {"PUSH_REDIS_URL": redis_server.url, "PUSH_REDIS_PREFIX": f"proc-{uuid.uuid4().hex[:8]}:"}
 
 
 @pytest.fixture

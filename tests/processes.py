@@ -35,6 +35,7 @@ class ServerProcess:
             **(env or {}),
         }
         self.process: asyncio.subprocess.Process | None = None
+        self.seen: set[int] = set()
         self._terminated = False
 
     async def start(self) -> ServerProcess:
@@ -71,10 +72,25 @@ class ServerProcess:
         return await self.post(path, {"token": SERVICE_KEY, **fields})
 
     def children(self) -> list[int]:
-        """The pids of the worker processes (with --workers)."""
+        """The pids of the worker processes (with --workers); every one seen is kept in `seen`."""
         assert self.process is not None
         path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in path.read_text().split()]
+        try:
+            pids = [int(pid) for pid in path.read_text().split()]
+        except FileNotFoundError:  # the supervisor has gone
+            pids = []
+        self.seen.update(pids)
+        return pids
+
+    async def workers(self, count: int, seconds: float = 15) -> list[int]:
+        """The pids of the workers once `count` run and as many have logged that they listen (bounded)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            children = self.children()
+            if len(children) == count and self.log().count("listening on") >= count:
+                return children
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{count} workers did not start: {self.log()[-2000:]}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -93,3 +109,23 @@ class ServerProcess:
                 self.process.kill()
                 await self.process.wait()
         return self.process.returncode
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a running sio-push (not a zombie, and not another process that reuses the pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z" and b"sio_push" in command
+
+
+async def outliving(pids: list[int], seconds: float = 5) -> list[int]:
+    """The processes of `pids` still alive after waiting up to `seconds` for all of them to end."""
+    deadline = time.monotonic() + seconds
+    left = [pid for pid in pids if alive(pid)]
+    while left and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # nothing announces another process's end: poll /proc, bounded
+        left = [pid for pid in left if alive(pid)]
+    return left

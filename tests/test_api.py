@@ -148,6 +148,9 @@ async def test_bad_body_is_400_with_field_errors(server, path, body, field):
         "disconnecting",
         "presence_state",
         "presence_diff",
+        "presence_count",
+        "presence_typing",
+        "room_left",
         "socket.io",
         "socket.io:x",
         "phx_reply",
@@ -238,6 +241,7 @@ async def test_metrics_count_sockets_pushes_and_deliveries(server, connect):
     assert 'sio_push_push_errors_total{status="401"} 1.0' in text
     assert 'sio_push_connects_total{result="connected"} 1.0' in text
     assert "sio_push_deliveries_total 1.0" in text
+    assert "sio_push_push_seconds_count 1.0" in text
     assert SERVICE_KEY not in text
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ class FakeLinen:
         self.calls: list[tuple[str, dict[str, Any], str]] = []
         self.slow = False
         self.broken = False
+        self.can_status = 200  # what /api/jwt/can answers a user it allows
         self.url = ""
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
@@ -46,7 +48,7 @@ class FakeLinen:
             return web.Response(status=401)
         for field in ("channel_id", "thread_id", "community_id"):
             if (body.get("current_user"), field, body.get(field)) in ALLOWED:
-                return web.Response(text="ok")
+                return web.Response(status=self.can_status, text="ok" if self.can_status != 204 else None)
         return web.Response(status=403)
 
 
@@ -95,6 +97,7 @@ async def test_can_decides_each_join_with_the_right_field(callback_server, linen
     assert {"push_token": SERVICE_KEY, "current_user": "alice", "channel_id": "c1"} in can_bodies
     assert {"push_token": SERVICE_KEY, "current_user": "alice", "thread_id": "t1"} in can_bodies
     assert {"push_token": SERVICE_KEY, "current_user": "alice", "community_id": "k1"} in can_bodies
+    assert {content_type for path, _, content_type in linen.calls if path == "/api/jwt/can"} == {"text/plain"}
 
 
 async def test_own_user_room_needs_no_callback_and_others_are_refused(callback_server, linen, client_factory):
@@ -113,6 +116,27 @@ async def test_answers_are_cached(callback_server, linen, client_factory):
         await client.close()
     assert len([c for c in linen.calls if c[0] == "/api/jwt/who"]) == 1
     assert len([c for c in linen.calls if c[0] == "/api/jwt/can"]) == 1
+
+
+async def test_answers_are_asked_again_once_the_cache_time_has_passed(make_server, linen, client_factory):
+    cache = 0.3
+    server = await make_server(jwt_secret=None, auth_service_url=linen.url, auth_cache_seconds=cache)
+    client: Client = client_factory()
+    await client.connect(server, "session-alice")
+    await client.close()
+    asked = time.monotonic()
+    await asyncio.sleep(cache + 0.2)  # the cache's time is what is tested
+    client = client_factory()
+    await client.connect(server, "session-alice")
+    assert time.monotonic() - asked > cache
+    assert len([c for c in linen.calls if c[0] == "/api/jwt/who"]) == 2
+
+
+async def test_only_200_means_yes(callback_server, linen, client_factory):
+    linen.can_status = 204  # a success, but not 200
+    client: Client = client_factory()
+    await client.connect(callback_server, "session-alice")
+    assert await client.join("room:lobby:c1") == {"ok": False, "error": "unauthorized"}
 
 
 async def test_timeout_and_errors_mean_no(callback_server, linen, client_factory):

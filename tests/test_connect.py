@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 
 import aiohttp
@@ -9,6 +13,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import HMACAlgorithm
 
 from .conftest import SECRET, Client, make_token
 
@@ -57,7 +62,10 @@ async def test_token_in_query_parameter_is_accepted(server, client_factory):
     assert client.sio.connected
 
 
-async def test_connect_with_long_polling_transport(server, client_factory):
+async def test_connect_with_long_polling_transport(make_server, client_factory):
+    # A short ping interval only to end quickly: python-engineio leaves the client's pending poll
+    # unanswered after it sends CLOSE, so its disconnect (and the server's cleanup) waits for the next ping.
+    server = await make_server(ping_interval=1, ping_timeout=1)
     client = client_factory()
     await client.connect(server, make_token(rooms=["room:*"]), transports=["polling"])
     assert await client.join("room:lobby:c1") == {"ok": True, "room": "room:lobby:c1"}
@@ -97,9 +105,31 @@ async def test_public_key_algorithms(make_server, client_factory, algorithm, pri
     client = client_factory()
     await client.connect(server, jwt.encode(claims, private_key, algorithm=algorithm))
     assert await client.join("room:lobby:x") == {"ok": True, "room": "room:lobby:x"}
-    # An HS256 token signed with the public key's text must never pass (key confusion).
-    forged = jwt.encode(claims, "x" * 64, algorithm="HS256")
+    # An HS256 token whose HMAC secret is the public key's PEM text must never pass (key confusion).
+    forged = _hs256_signed_with(claims, _pem(private_key))
     assert await client_factory().refused(server, forged) == {"code": "token_invalid"}
+
+
+def _hs256_signed_with(claims: dict, secret: str) -> str:
+    """An HS256 JWT made by hand: PyJWT refuses a PEM key as an HMAC secret, an attacker does not."""
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + part(json.dumps(claims).encode())
+    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + part(signature)
+
+
+def test_the_forged_token_is_what_a_confused_verifier_would_take():
+    # The forgery is only a test if PyJWT's own HMAC verifies it with the PEM as its key, as it would in
+    # a server that let the token's header pick the algorithm.
+    pem = _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    header, payload, signature = _hs256_signed_with({"sub": "carol", "exp": 9999999999}, pem).split(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    hs256 = HMACAlgorithm(HMACAlgorithm.SHA256)
+    assert hs256.verify(f"{header}.{payload}".encode(), pem.encode(), raw)
+    assert jwt.get_unverified_header(f"{header}.{payload}.{signature}")["alg"] == "HS256"
 
 
 async def test_personal_room_is_joined_on_connect(server, connect):

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
-from sio_push.engines import Engine, Push, Session, SessionStore, create_engine
+from sio_push.engines import Change, Counts, Engine, MemoryBroker, Push, Session, SessionStore, create_engine
 
 from .conftest import TIMEOUT, base_settings
 
@@ -240,3 +240,152 @@ async def test_only_the_owner_connection_saves_or_ends_a_session(start):
     await sessions.end(owner)  # the owner's own end comes after a reconnect took the session: ignored
     await sessions.save(late)  # the pid is free again: the new connection owns it
     assert await sessions.claim("pid-1") == late
+
+
+async def test_occupancy_counts_users_and_sockets_and_reports_each_transition(start):
+    occupancy = (await start()).engine.occupancy
+    first = await occupancy.enter("room:r", "ann", "s1")
+    assert first == Change("room:r", "ann", Counts(1, 1), room_changed=True, member_changed=True)
+    second = await occupancy.enter("room:r", "ann", "s2")
+    assert (second.counts, second.room_changed, second.member_changed) == (Counts(1, 2), False, False)
+    again = await occupancy.enter("room:r", "ann", "s2")  # already in: nothing changes
+    assert (again.counts, again.room_changed, again.member_changed) == (Counts(1, 2), False, False)
+    bob = await occupancy.enter("room:r", "bob", "s3")
+    assert (bob.counts, bob.member_changed) == (Counts(2, 3), True)
+    assert await occupancy.counts("room:r") == Counts(2, 3)
+
+    left = await occupancy.exit("room:r", "s1")
+    assert left is not None and (left.user_id, left.counts, left.member_changed) == ("ann", Counts(2, 2), False)
+    assert await occupancy.exit("room:r", "s1") is None
+    left = await occupancy.exit("room:r", "s2")
+    assert left is not None and (left.counts, left.member_changed, left.room_changed) == (Counts(1, 1), True, False)
+    left = await occupancy.exit("room:r", "s3")
+    assert left == Change("room:r", "bob", Counts(0, 0), room_changed=True, member_changed=True, entered=False)
+    assert await occupancy.counts("room:r") == Counts(0, 0)
+
+
+async def test_webhook_marks_are_set_once_and_cleared_only_when_the_room_or_member_is_empty(start):
+    occupancy = (await start()).engine.occupancy
+    await occupancy.enter("room:r", "ann", "s1")
+    assert await occupancy.announce("room:r") and await occupancy.announce("room:r", "ann")
+    assert not await occupancy.announce("room:r") and not await occupancy.announce("room:r", "ann")
+    assert not await occupancy.retract("room:r") and not await occupancy.retract("room:r", "ann")  # still there
+    await occupancy.exit("room:r", "s1")
+    assert await occupancy.retract("room:r", "ann") and await occupancy.retract("room:r")
+    assert not await occupancy.retract("room:r")  # cleared once
+    assert await occupancy.announce("room:r")
+
+
+async def test_occupancy_lists_occupied_rooms_by_prefix_in_name_order(start):
+    occupancy = (await start()).engine.occupancy
+    for room in ("room:b", "room:a", "room:lobby:x", "user:ann", "room:c"):
+        await occupancy.enter(room, "ann", "s1")
+    await occupancy.enter("room:a", "bob", "s2")
+    assert await occupancy.rooms("room:", None, 10) == [
+        ("room:a", Counts(2, 2)),
+        ("room:b", Counts(1, 1)),
+        ("room:c", Counts(1, 1)),
+        ("room:lobby:x", Counts(1, 1)),
+    ]
+    assert [name for name, _ in await occupancy.rooms("room:", "room:a", 2)] == ["room:b", "room:c"]
+    assert [name for name, _ in await occupancy.rooms("", None, 100)][-1] == "user:ann"
+    await occupancy.exit("room:b", "s1")
+    assert [name for name, _ in await occupancy.rooms("room:", None, 2)] == ["room:a", "room:c"]
+
+
+async def test_a_room_is_large_above_the_limit_until_it_falls_to_four_fifths(start):
+    occupancy = (await start(presence_max_users=5)).engine.occupancy
+    changes = [await occupancy.enter("room:big", f"u{n}", f"s{n}") for n in range(7)]
+    assert [(c.large, c.switched) for c in changes] == [(False, False)] * 5 + [(True, True), (True, False)]
+    assert not (await occupancy.enter("user:u1", "u1", "s1")).large  # only room:* rooms have a mode
+    exits = [await occupancy.exit("room:big", f"s{n}") for n in range(3)]  # 6, 5, 4 users: 4 = floor(0.8 x 5)
+    assert [(c.large, c.switched) for c in exits if c is not None] == [(True, False), (True, False), (False, True)]
+
+
+async def test_occupancy_of_a_process_that_died_is_reaped_and_reported(start):
+    s = await start()
+    if s.redis_url is None:
+        pytest.skip("one process: nothing to reap")
+    survivor = s.engine
+    reaped: asyncio.Queue[Change] = asyncio.Queue()
+    survivor.occupancy.watch(lambda change: _put(reaped, change))
+    dying = (await start()).engine
+    await dying.occupancy.enter("room:r", "ann", "s1")
+    await survivor.occupancy.enter("room:r", "bob", "s2")
+    await dying.close()  # its heartbeat stops: after DEAD_AFTER, the survivor reaps it
+    change = await asyncio.wait_for(reaped.get(), TIMEOUT + 5)
+    assert change == Change("room:r", "ann", Counts(1, 1), room_changed=False, member_changed=True, entered=False)
+    assert await survivor.occupancy.counts("room:r") == Counts(1, 1)
+
+
+async def _put(queue: asyncio.Queue[Change], change: Change) -> None:
+    queue.put_nowait(change)
+
+
+async def test_presence_first_reads_the_first_users_by_id_with_all_their_metas(start):
+    presence = (await start()).engine.presence
+    for n, user in enumerate(["dan", "ann", "cat", "bob", "ann"]):
+        await presence.join("room:r", user, f"s{n}")
+    first = await presence.first("room:r", 2)
+    assert sorted(first) == ["ann", "bob"] and len(first["ann"]["metas"]) == 2
+    await presence.leave("room:r", "s1")
+    await presence.leave("room:r", "s4")
+    assert sorted(await presence.first("room:r", 100)) == ["bob", "cat", "dan"]
+    assert await presence.first("room:none", 5) == {}
+
+
+async def test_a_session_is_claimed_only_for_its_own_user(start):
+    sessions, session = await _saved(start, 60)
+    assert await sessions.claim("pid-1", "someone-else") is None
+    assert await sessions.claim("pid-1", "ann") == session  # the failed claim left it intact
+    await sessions.save(session)
+    await sessions.drop("pid-1")
+    assert await sessions.claim("pid-1", "ann") is None
+
+
+async def test_control_commands_reach_every_process_and_counts_add_up(start):
+    engines = [(await start()).engine for _ in range(2)]
+    seen: list[tuple[str, dict[str, Any]]] = []
+    for n, engine in enumerate(engines):
+
+        async def handle(command: dict[str, Any], name: str = engine.node_id, count: int = n + 1) -> int:
+            seen.append((name, command))
+            return count
+
+        engine.control.serve(handle)
+    command = {"op": "test", "user_id": "ann"}
+    total = await engines[0].control.request(command)
+    if isinstance(engines[0].broker, MemoryBroker):  # memory: each engine is its own world
+        assert total == 1 and seen == [(engines[0].node_id, command)]
+    else:
+        assert total == 3 and sorted(seen, key=lambda s: s[0]) == sorted(
+            [(e.node_id, command) for e in engines], key=lambda s: s[0]
+        )
+
+
+async def test_revocations_are_shared_and_expire(start):
+    first, second = (await start(revocation_seconds=0.5)).engine, (await start(revocation_seconds=0.5)).engine
+    shared = first.revocations if isinstance(first.broker, MemoryBroker) else second.revocations
+    await first.revocations.revoke_user("ann", 1000.5)
+    await first.revocations.revoke_room("ann", "room:x", 2000.25)
+    assert await shared.user_revoked("ann") == 1000.5
+    assert await shared.room_revoked("ann", "room:x") == 2000.25
+    assert await shared.room_revoked("ann", "room:y") is None and await shared.user_revoked("bob") is None
+    await asyncio.sleep(0.7)  # the behaviour under test is the clock itself: the records expire
+    assert await shared.user_revoked("ann") is None and await shared.room_revoked("ann", "room:x") is None
+
+
+async def test_user_sockets_count_up_to_the_limit_and_a_recovery_in_place(start):
+    first, second = (await start()).engine, (await start()).engine
+    other = first if isinstance(first.broker, MemoryBroker) else second
+    counts = first.user_sockets
+    assert await counts.acquire("ann", "c1", 2)
+    assert await other.user_sockets.acquire("ann", "c2", 2)
+    assert not await counts.acquire("ann", "c3", 2)
+    assert await counts.acquire("bob", "c3", 2)  # another user
+    assert await other.user_sockets.acquire("ann", "c1b", 2, replaces="c1")  # a recovery takes c1's place
+    await counts.release("ann", "c1")  # the old connection's release changes nothing
+    assert not await counts.acquire("ann", "c4", 2)
+    await other.user_sockets.release("ann", "c1b")
+    assert await counts.acquire("ann", "c4", 2)
+    assert await counts.acquire("ann", "c5", 0)  # 0: no limit

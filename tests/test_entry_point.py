@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -18,14 +19,16 @@ async def test_logs_never_hold_tokens_keys_or_payloads(tmp_path):
     token = make_token("lia", rooms=["room:*"])
     try:
         client = socketio.AsyncClient(reconnection=False)
-        received = []
-        client.on("new_msg", lambda *args: received.append(args))
+        received: asyncio.Queue[tuple] = asyncio.Queue()
+        client.on("new_msg", lambda *args: received.put_nowait(args))
         await client.connect(f"{server.url}?token={token}", transports=["polling", "websocket"], wait_timeout=5)
         await client.call("join", "room:lobby:c1", timeout=5)
         await client.call("user:typing", {"room": "room:lobby:c1", "typing": True, "username": "secret-name"})
         await client.call("unknown", {"payload": "client-secret-payload"}, timeout=5)
         status, _ = await server.push("/api/channel", channel_id="c1", body="backend-secret-payload")
         assert status == 200
+        payload, offset = await asyncio.wait_for(received.get(), 5)  # delivered, though never logged
+        assert payload == {"channel_id": "c1", "body": "backend-secret-payload"} and isinstance(offset, str)
         status, _ = await server.post("/api/channel", {"token": "wrong-key-value", "channel_id": "c1"})
         assert status == 401
         refused = socketio.AsyncClient(reconnection=False)

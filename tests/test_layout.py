@@ -28,6 +28,7 @@ ALLOWED = {
     "auth": {"config", "errors", "rooms"},
     "logs": set(),
     "metrics": set(),
+    "webhooks": {"engines", "config", "errors", "metrics", "tasks"},
 }
 
 

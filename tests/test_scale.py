@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
-import uuid
 
 import aiohttp
 import pytest
@@ -15,32 +13,9 @@ import socketio
 
 from .conftest import SERVICE_KEY, Client, RedisServer, make_token
 from .node_client import NodeClient
-from .processes import ServerProcess
+from .proxy import Proxy
 
 TIMEOUT = 15
-
-
-@pytest.fixture
-async def processes(tmp_path):
-    started: list[ServerProcess] = []
-
-    async def start(*args: str, **env: str) -> ServerProcess:
-        server = ServerProcess(tmp_path / f"server-{len(started)}.log", *args, env=env)
-        started.append(server)
-        return await server.start()
-
-    yield start
-    for server in started:
-        orphans = server.children() if server.process and server.process.returncode is None else []
-        await server.stop()
-        for pid in orphans:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def redis_env(redis_server) -> dict[str, str]:
-    return {"PUSH_REDIS_URL": redis_server.url, "PUSH_REDIS_PREFIX": f"scale-{uuid.uuid4().hex[:8]}:"}
 
 
 async def _joined_client(client_factory, url: str, sub: str, room: str, **kwargs) -> Client:
@@ -72,7 +47,8 @@ async def test_push_to_one_process_reaches_sockets_on_another_once(processes, re
     assert [(await client.next_msg())["n"] for _ in range(3)] == [0, 1, 2]
     status, _ = await a.push("/api/channel", channel_id="c1", n=3)
     assert (await client.next_msg())["n"] == 3
-    assert client.drain("new_msg") == []
+    await b.push("/api/channel", channel_id="c1", n=4)  # a second copy of anything would come before it
+    assert (await client.next_msg())["n"] == 4
 
 
 async def test_presence_spans_processes_and_leaves_when_a_process_dies(processes, redis_env, client_factory):
@@ -102,8 +78,7 @@ async def test_phx_refs_differ_between_processes(processes, redis_env, client_fa
 
 async def test_workers_share_one_port_and_survive_a_killed_worker(processes, redis_env, client_factory):
     server = await processes("--workers", "2", **redis_env)
-    workers = await _until(lambda: _children(server, 2))
-    await _until(lambda: _listening(server, 2))
+    workers = await server.workers(2)
     clients = [
         await _joined_client(client_factory, server.url, f"u{i}", "room:lobby:w", reconnection=True) for i in range(16)
     ]
@@ -125,23 +100,13 @@ async def test_workers_share_one_port_and_survive_a_killed_worker(processes, red
     assert status == 200
     for client in clients:
         assert (await client.next_msg())["n"] == 2
-    restarted = await _until(lambda: _children(server, 2))
+    restarted = await server.workers(2)
     assert workers[0] not in restarted
     async with (
         aiohttp.ClientSession() as http,
         http.get(server.url + "/metrics", headers={"Authorization": "Bearer " + SERVICE_KEY}) as resp,
     ):
         assert "sio_push_sockets 16.0" in await resp.text()  # summed over the live workers
-
-
-async def _children(server: ServerProcess, count: int) -> list[int] | None:
-    children = server.children()
-    return children if len(children) == count else None
-
-
-async def _listening(server: ServerProcess, count: int) -> bool:
-    """Whether `count` processes have logged that they listen (after binding the port)."""
-    return server.log().count("listening on") >= count
 
 
 async def _ready(items: set[int]) -> bool:
@@ -191,54 +156,11 @@ async def test_redis_outage_answers_503_keeps_sockets_and_resumes(processes, cli
         redis.kill()
 
 
-class Proxy:
-    """A TCP proxy in front of one server at a time: the client keeps one address while servers die."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> Proxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.close()
-            return
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst, (writer, up_writer)))
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
-
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, both) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            for w in both:
-                w.close()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._pipes):
-            task.cancel()
-
-
 @pytest.fixture
 async def behind_proxy(processes, redis_env, node_clients):
     """Two processes on one Redis, a proxy in front of the first, and a function that starts a Node
-    client through the proxy, joined to a room (it reconnects 1.5 s after a drop)."""
+    client through the proxy, joined to a room (it retries every 0.2 s after a drop, and gets through
+    only while the proxy is not paused)."""
     a = await processes(**redis_env)
     b = await processes(**redis_env)
     proxy = await Proxy(a.port).start()
@@ -248,7 +170,7 @@ async def behind_proxy(processes, redis_env, node_clients):
             f"http://127.0.0.1:{proxy.port}",
             make_token(sub, rooms=["room:*"]),
             room,
-            env={"RECONNECTION_DELAY": "1500", "TRANSPORTS": "websocket"},
+            env={"RECONNECTION_DELAY": "200", "TRANSPORTS": "websocket"},
         )
         first = await node.next("connect")
         await node.next("ack")
@@ -264,12 +186,14 @@ async def test_recovery_survives_the_crash_of_the_clients_process(behind_proxy):
     await a.push("/api/channel", channel_id="c1", n=0)
     assert (await client.next("new_msg"))["args"][0]["n"] == 0
 
+    proxy.paused = True
     a.kill()
     await client.next("disconnect")
     proxy.target = b.port
     for n in range(1, 11):
         status, _ = await b.push("/api/channel", channel_id="c1", n=n)
         assert status == 200
+    proxy.paused = False  # the client gets back only now: 1-10 can only reach it as a replay
     again = await client.next("connect", wait=TIMEOUT)
     assert again["recovered"] is True and again["id"] == first["id"]
     await b.push("/api/channel", channel_id="c1", n=11)
@@ -280,11 +204,67 @@ async def test_rolling_restart_drains_to_another_process_and_recovers(behind_pro
     a, b, proxy, start_client = behind_proxy
     client, first = await start_client("fay", "room:topic:t1")
     proxy.target = b.port
+    proxy.paused = True
     a.kill(signal.SIGTERM)
     assert (await client.next("disconnect"))["reason"] == "transport close"
     assert await a.stop() == 0
     for n in range(5):
         await b.push("/api/message", thread_id="t1", n=n)
+    proxy.paused = False  # the pushes were all made while the client was kept out: replayed, not live
     again = await client.next("connect", wait=TIMEOUT)
     assert again["recovered"] is True and again["id"] == first["id"]
     assert [(await client.next("new_msg"))["args"][0]["n"] for _ in range(5)] == list(range(5))
+
+
+async def test_drain_spreads_closes_over_the_window_and_every_client_recovers_elsewhere(
+    processes, redis_env, node_clients
+):
+    window = 2.0
+    a = await processes(PUSH_DRAIN_SECONDS=str(window), **redis_env)
+    b = await processes(**redis_env)
+    proxy = await Proxy(a.port).start()
+    try:
+        env = {"RECONNECTION_DELAY": "200", "TRANSPORTS": "websocket"}
+        clients, firsts = [], []
+        for n in range(5):
+            token = make_token(f"d{n}", rooms=["room:*"])
+            node = await node_clients(f"http://127.0.0.1:{proxy.port}", token, "room:lobby:dr", env=env)
+            firsts.append(await node.next("connect"))
+            await node.next("ack")
+            clients.append(node)
+        proxy.target = b.port
+        start = time.monotonic()
+        a.kill(signal.SIGTERM)
+
+        async def dropped(node: NodeClient) -> float:
+            await node.next("disconnect", wait=TIMEOUT)
+            return time.monotonic() - start
+
+        times = sorted(await asyncio.gather(*(dropped(node) for node in clients)))
+        assert times[-1] - times[0] > window / 2, times  # spread, not all at once
+        assert times[-1] < window + 1.5, times
+        for node, first in zip(clients, firsts, strict=True):
+            again = await node.next("connect", wait=TIMEOUT)
+            assert again["recovered"] is True and again["id"] == first["id"]
+        assert await a.stop() == 0
+        await b.push("/api/channel", channel_id="dr", n=1)
+        for node in clients:
+            assert (await node.next("new_msg"))["args"][0]["n"] == 1
+    finally:
+        await proxy.close()
+
+
+async def test_counts_span_processes_and_drop_when_a_process_dies(processes, redis_env, client_factory):
+    a = await processes(**redis_env)
+    b = await processes(**redis_env)
+    asker = await _joined_client(client_factory, a.url, "ann", "room:n1")
+    await _joined_client(client_factory, b.url, "bob", "room:n1")
+    await _joined_client(client_factory, b.url, "bob", "room:n1")
+
+    async def counted(users: int, sockets: int) -> bool:
+        answer = await asker.call("presence:get", {"room": "room:n1", "limit": 10})
+        return bool(answer["count"] == {"users": users, "sockets": sockets} and len(answer["state"]) == users)
+
+    await _until(lambda: counted(2, 3))
+    b.kill()
+    await _until(lambda: counted(1, 1))

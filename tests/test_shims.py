@@ -24,7 +24,7 @@ from engineio import async_server, async_socket
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
-from sio_push.shims.aiohttp import SocketSite, bounded_handler, websocket_transport
+from sio_push.shims.aiohttp import SocketSite, bounded_handler, open_connections, websocket_transport
 from sio_push.shims.engineio import BadPayload, DirectSocket, LightQueue, PushEngine
 from sio_push.shims.socketio import IndexedManager, PushServer
 
@@ -319,3 +319,20 @@ def test_indexed_manager_agrees_with_the_stock_manager():
     assert ours.room_count("s", "/") == 3  # its sid room, a and c
     ours.basic_disconnect("s", "/")
     assert ours.get_rooms("s", "/") == [] and "a" not in ours.rooms.get("/", {})
+
+
+async def test_open_connections_counts_what_aiohttps_server_holds():
+    # Admission counts aiohttp's connections through web.Server's private `_connections` map.
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        assert runner.server is not None and open_connections(runner.server) == 0
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+        writer.write(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert open_connections(runner.server) == 1
+        writer.close()
+    finally:
+        await runner.cleanup()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import aiohttp
 import pytest
@@ -27,6 +28,7 @@ async def test_join_is_decided_by_the_rooms_claim(server, connect):
     assert (await client.join("room:lobby:any"))["ok"] is True
     assert (await client.join("room:topic:t1"))["ok"] is True
     assert await client.join("room:topic:t2") == {"ok": False, "error": "unauthorized"}
+    assert await client.join("room:topic:t10") == {"ok": False, "error": "unauthorized"}  # the whole name
     assert await client.join("room:community") == {"ok": False, "error": "unauthorized"}
 
 
@@ -184,15 +186,22 @@ async def test_presence_state_and_diffs_with_two_tabs(server, connect):
 
 
 async def test_presence_diffs_of_a_burst_of_joins_are_merged(server, connect):
+    window = 0.1  # PUSH_PRESENCE_BATCH_MS's default
     watcher = await connect(server, "watcher")
     await watcher.join("room:crowd")
     await watcher.presence_until("room:crowd", lambda v: "watcher" in v)
-    others = [await connect(server, f"p{i}") for i in range(10)]
-    for client in others:
-        await client.join("room:crowd")
+    _, (own,) = await watcher.next("presence_diff")  # the diff of its own join comes like anyone's
+    assert list(own["joins"]) == ["watcher"]
+    others = await asyncio.gather(*(connect(server, f"p{i}") for i in range(10)))
+    started = time.monotonic()
+    answers = await asyncio.gather(*(client.join("room:crowd") for client in others))
+    span = time.monotonic() - started  # every join's diff was made within it (before its ack)
+    assert all(answer["ok"] for answer in answers)
     await watcher.presence_until("room:crowd", lambda v: len(v) == 11)
     diffs = watcher.drain("presence_diff")
-    assert 1 <= len(diffs) < 10  # merged, not one per join
+    # A room's diffs go out at most once a window: joins made within `span` give at most this many.
+    assert 1 <= len(diffs) <= 1 + int(span / window), (len(diffs), span)
+    assert sum(len(diff["joins"]) for _, (diff,) in diffs) == 10
 
 
 async def test_a_crowd_joining_at_once_each_sees_itself_and_all_converge(server, connect):

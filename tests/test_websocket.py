@@ -360,11 +360,21 @@ async def test_handshakes_it_does_not_take_get_aiohttps_answer(server, query, he
 
 
 async def test_same_origin_and_configured_origins_are_taken(make_server):
-    server = await make_server(cors_origins=("http://app.example",))
-    ws = await RawWs.open(server, Origin="http://app.example")
+    # Unset PUSH_CORS_ORIGINS: the server's own origin (scheme, host and port of the request) only.
+    server = await make_server()
+    ws = await RawWs.open(server, Origin=server.url)
     await ws.connect()
     ws.close()
-    ws, status, _ = await RawWs.handshake(server, "EIO=4&transport=websocket", Origin="http://other.example")
+    for foreign in ("http://other.example", server.url.replace("127.0.0.1", "localhost"), server.url + "1"):
+        ws, status, _ = await RawWs.handshake(server, "EIO=4&transport=websocket", Origin=foreign)
+        assert status == 400, foreign
+        ws.close()
+
+    configured = await make_server(cors_origins=("http://app.example",))
+    ws = await RawWs.open(configured, Origin="http://app.example")
+    await ws.connect()
+    ws.close()
+    ws, status, _ = await RawWs.handshake(configured, "EIO=4&transport=websocket", Origin="http://other.example")
     assert status == 400
     ws.close()
 
@@ -491,7 +501,9 @@ async def test_an_upgrade_that_never_completes_is_given_up(make_server):
     server = await make_server(ping_interval=1, ping_timeout=1)
     socket = await _polling_session(server)
     ws = await RawWs.open(server, f"EIO=4&transport=websocket&sid={socket.sid}")
+    opened = time.monotonic()
     assert await asyncio.wait_for(ws.closed_with(), 10) == 1008
+    assert 1.9 <= time.monotonic() - opened < 6  # given up after the ping interval plus timeout (2 s)
     assert not socket.upgrading
 
 

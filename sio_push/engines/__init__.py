@@ -8,23 +8,60 @@ background work. (The shape of encode/broadcaster: one interface module, one mod
 from __future__ import annotations
 
 from ..config import Settings
-from .base import Broker, Deliver, Engine, Missed, PresenceStore, Push, Session, SessionStore
-from .memory import MemoryBroker, MemoryEngine, MemoryPresence, MemorySessions, create_memory_engine
+from .base import (
+    Broker,
+    Change,
+    Command,
+    Control,
+    Counts,
+    Deliver,
+    Engine,
+    Missed,
+    Occupancy,
+    OnChange,
+    PresenceStore,
+    Push,
+    Revocations,
+    Session,
+    SessionStore,
+    UserSockets,
+    has_mode,
+    large_bounds,
+)
+from .memory import (
+    MemoryBroker,
+    MemoryEngine,
+    MemoryOccupancy,
+    MemoryPresence,
+    MemorySessions,
+    create_memory_engine,
+)
 
 __all__ = [
     "Broker",
+    "Change",
+    "Command",
+    "Control",
+    "Counts",
     "Deliver",
     "Engine",
     "MemoryBroker",
     "MemoryEngine",
+    "MemoryOccupancy",
     "MemoryPresence",
     "MemorySessions",
     "Missed",
+    "Occupancy",
+    "OnChange",
     "PresenceStore",
     "Push",
+    "Revocations",
     "Session",
     "SessionStore",
+    "UserSockets",
     "create_engine",
+    "has_mode",
+    "large_bounds",
 ]
 
 

@@ -1,18 +1,38 @@
-"""The memory engine: broker, presence and sessions of one process. The default, and the reference.
+"""The memory engine: broker, presence, sessions and occupancy of one process. The default, and the reference.
 
 The Redis engine (`redis/`) passes the same tests (tests/test_engines.py).
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
+import heapq
 import time
 from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 
 from ..codec import dumps
 from ..config import Settings
 from ..presence import Meta, State, diff, new_meta, updated_meta
-from .base import Broker, Engine, Missed, PresenceStore, Push, Session, SessionStore, log_seconds, new_node_id
+from .base import (
+    Broker,
+    Change,
+    Command,
+    Control,
+    Counts,
+    Engine,
+    Missed,
+    Occupancy,
+    PresenceStore,
+    Push,
+    Revocations,
+    Session,
+    SessionStore,
+    UserSockets,
+    log_seconds,
+    new_node_id,
+)
 
 
 def push_size(push: Push) -> int:
@@ -118,6 +138,97 @@ class MemoryPresence(PresenceStore):
     async def state(self, room: str) -> State:
         return self._states.get(room, {})
 
+    async def first(self, room: str, limit: int) -> State:
+        state = self._states.get(room, {})
+        return {user_id: {"metas": list(state[user_id]["metas"])} for user_id in heapq.nsmallest(limit, state)}
+
+
+@dataclass(slots=True)
+class _Occupied:
+    sids: dict[str, str] = field(default_factory=dict)  # sid -> user_id
+    users: collections.Counter[str] = field(default_factory=collections.Counter)  # user_id -> sockets
+    large: bool = False
+
+
+class MemoryOccupancy(Occupancy):
+    """The rooms of one process's sockets; room names kept sorted for `rooms`."""
+
+    def __init__(self, limit: int = 0) -> None:
+        super().__init__(limit)
+        self._rooms: dict[str, _Occupied] = {}
+        self._names: list[str] = []  # sorted
+        self._announced: set[tuple[str, str | None]] = set()
+
+    async def enter(self, room: str, user_id: str, sid: str) -> Change:
+        occupied = self._rooms.get(room)
+        if occupied is None:
+            occupied = self._rooms[room] = _Occupied()
+            bisect.insort(self._names, room)
+        if sid in occupied.sids:
+            return Change(room, user_id, self._counts(occupied), False, False, occupied.large)
+        occupied.sids[sid] = user_id
+        occupied.users[user_id] += 1
+        return self._changed(room, occupied, user_id, len(occupied.sids) == 1, occupied.users[user_id] == 1)
+
+    async def exit(self, room: str, sid: str) -> Change | None:
+        occupied = self._rooms.get(room)
+        if occupied is None or sid not in occupied.sids:
+            return None
+        user_id = occupied.sids.pop(sid)
+        occupied.users[user_id] -= 1
+        member_changed = occupied.users[user_id] <= 0
+        if member_changed:
+            del occupied.users[user_id]
+        if not occupied.sids:
+            del self._rooms[room]
+            del self._names[bisect.bisect_left(self._names, room)]
+        return replace(self._changed(room, occupied, user_id, not occupied.sids, member_changed), entered=False)
+
+    def _changed(
+        self, room: str, occupied: _Occupied, user_id: str, room_changed: bool, member_changed: bool
+    ) -> Change:
+        was = occupied.large
+        occupied.large = self._mode(room, len(occupied.users), was)
+        counts = self._counts(occupied)
+        return Change(room, user_id, counts, room_changed, member_changed, occupied.large, occupied.large != was)
+
+    @staticmethod
+    def _counts(occupied: _Occupied) -> Counts:
+        return Counts(len(occupied.users), len(occupied.sids))
+
+    async def counts(self, room: str) -> Counts:
+        occupied = self._rooms.get(room)
+        return self._counts(occupied) if occupied is not None else Counts(0, 0)
+
+    async def rooms(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Counts]]:
+        names = self._names
+        at = (
+            bisect.bisect_right(names, after)
+            if after is not None and after >= prefix
+            else bisect.bisect_left(names, prefix)
+        )
+        found = []
+        for name in names[at : at + limit]:
+            if not name.startswith(prefix):
+                break
+            found.append((name, self._counts(self._rooms[name])))
+        return found
+
+    async def announce(self, room: str, user_id: str | None = None) -> bool:
+        if (room, user_id) in self._announced:
+            return False
+        self._announced.add((room, user_id))
+        return True
+
+    async def retract(self, room: str, user_id: str | None = None) -> bool:
+        occupied = self._rooms.get(room)
+        if occupied is not None and (user_id is None or occupied.users[user_id] > 0):
+            return False
+        if (room, user_id) not in self._announced:
+            return False
+        self._announced.discard((room, user_id))
+        return True
+
 
 class MemorySessions(SessionStore):
     """The sessions of one process."""
@@ -152,10 +263,89 @@ class MemorySessions(SessionStore):
             self._ended.pop(session.pid, None)
             self._ended[session.pid] = now
 
-    async def claim(self, pid: str) -> Session | None:
+    async def claim(self, pid: str, user_id: str | None = None) -> Session | None:
         self._expire()
+        session = self._sessions.get(pid)
+        if session is None or (user_id is not None and session.user_id != user_id):
+            return None
+        await self.drop(pid)
+        return session
+
+    async def drop(self, pid: str) -> None:
         self._ended.pop(pid, None)
-        return self._sessions.pop(pid, None)
+        self._sessions.pop(pid, None)
+
+
+class MemoryControl(Control):
+    """One process: a command is run here, and its count is the answer."""
+
+    async def request(self, command: Command) -> int:
+        return await self._run(command)
+
+
+class MemoryRevocations(Revocations):
+    """Revocations of one process, each forgotten `seconds` after it was recorded."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        # (user, room or "") -> (when recorded, the revocation's time), in the order recorded
+        self._records: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def _expire(self) -> None:
+        horizon = time.time() - self.seconds
+        while self._records:
+            key, (recorded, _) = next(iter(self._records.items()))
+            if recorded > horizon:
+                break
+            del self._records[key]
+
+    def _put(self, key: tuple[str, str], at: float) -> None:
+        self._expire()
+        self._records.pop(key, None)
+        if self.seconds > 0:
+            self._records[key] = (time.time(), at)
+
+    def _get(self, key: tuple[str, str]) -> float | None:
+        self._expire()
+        record = self._records.get(key)
+        return record[1] if record is not None else None
+
+    async def revoke_user(self, user_id: str, at: float) -> None:
+        self._put((user_id, ""), at)
+
+    async def user_revoked(self, user_id: str) -> float | None:
+        return self._get((user_id, ""))
+
+    async def revoke_room(self, user_id: str, room: str, at: float) -> None:
+        self._put((user_id, room), at)
+
+    async def room_revoked(self, user_id: str, room: str) -> float | None:
+        return self._get((user_id, room))
+
+
+class MemoryUserSockets(UserSockets):
+    """The sockets of each user of this process."""
+
+    def __init__(self) -> None:
+        self._conns: dict[str, set[str]] = {}  # user -> the connections counted
+
+    async def acquire(self, user_id: str, conn: str, limit: int, replaces: str | None = None) -> bool:
+        conns = self._conns.setdefault(user_id, set())
+        others = len(conns) - (replaces in conns) - (conn in conns)
+        if limit and others >= limit:
+            if not conns:
+                del self._conns[user_id]
+            return False
+        conns.discard(replaces or "")
+        conns.add(conn)
+        return True
+
+    async def release(self, user_id: str, conn: str) -> None:
+        conns = self._conns.get(user_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._conns[user_id]
 
 
 class MemoryEngine(Engine):
@@ -167,4 +357,13 @@ def create_memory_engine(settings: Settings) -> MemoryEngine:
     window = settings.recovery_seconds
     sessions = MemorySessions(window) if window else None
     broker = MemoryBroker(log_seconds(settings), settings.recovery_log_size, settings.recovery_max_bytes)
-    return MemoryEngine(broker, MemoryPresence(node_id), sessions, node_id)
+    return MemoryEngine(
+        broker,
+        MemoryPresence(node_id),
+        sessions,
+        node_id,
+        MemoryOccupancy(settings.presence_max_users),
+        control=MemoryControl(),
+        revocations=MemoryRevocations(settings.revocation_seconds),
+        user_sockets=MemoryUserSockets(),
+    )

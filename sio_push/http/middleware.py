@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..errors import BackendUnavailable
 from ..keys import METRICS
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         return answer(exc.status, error=exc.reason.lower().replace(" ", "_"))
+    except BackendUnavailable as exc:
+        log.warning("%s %s: shared backend unavailable (%s)", request.method, request.path, exc)
+        return answer(503, error="backend_unavailable")
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return answer(500, error="internal_error")

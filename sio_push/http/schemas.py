@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from ..rooms import ID_PATTERN, is_valid_id, parse_room
 
-RESERVED_EVENTS = frozenset(
-    {"connect", "connect_error", "disconnect", "disconnecting", "presence_state", "presence_diff"}
-)
-RESERVED_PREFIXES = ("socket.io", "phx_")
+RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "room_left"})
+RESERVED_PREFIXES = ("presence_", "socket.io", "phx_")
 
 
 def _check_id(value: str) -> None:
@@ -71,3 +69,56 @@ class EmitSchema(_PushSchema):
     rooms = fields.List(fields.String(validate=_check_room), required=True, validate=validate.Length(min=1, max=1000))
     event = fields.String(required=True, validate=[validate.Length(min=1, max=128), _check_event])
     data = fields.Raw(required=True, allow_none=True)
+
+
+MAX_BATCH = 100
+
+
+class BatchSchema(_PushSchema):
+    """Up to 100 `/api/emit` bodies; errors of an item come under its index (`{"pushes": {"3": {...}}}`)."""
+
+    pushes = fields.List(fields.Nested(EmitSchema), required=True, validate=validate.Length(min=1, max=MAX_BATCH))
+
+
+def _limit() -> fields.Integer:
+    return fields.Integer(
+        load_default=100, validate=validate.Range(min=1, max=1000), metadata={"description": "1-1000"}
+    )
+
+
+class _QuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # other query parameters are ignored, as a browser's cache-busters would be
+
+
+class PresenceQuerySchema(_QuerySchema):
+    limit = _limit()
+
+
+class RoomsQuerySchema(_QuerySchema):
+    prefix = fields.String(
+        load_default="", validate=validate.Length(max=300), metadata={"description": "a literal name prefix"}
+    )
+    after = fields.String(
+        load_default=None, validate=validate.Length(max=300), metadata={"description": "list the rooms after this one"}
+    )
+    limit = _limit()
+
+
+class DisconnectSchema(_PushSchema):
+    """`POST /api/disconnect`: exactly one of `user_id` (every socket of the user) and `sid` (one socket)."""
+
+    user_id = _id()
+    sid = fields.String(validate=validate.Length(min=1, max=128))
+
+    @validates_schema
+    def _one_target(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if ("user_id" in data) == ("sid" in data):
+            raise ValidationError("exactly one of user_id and sid is required", "_schema")
+
+
+class UnsubscribeSchema(_PushSchema):
+    """`POST /api/unsubscribe`: the user's sockets leave the room, and may not join it again with an older token."""
+
+    user_id = _id(required=True)
+    room = fields.String(required=True, validate=_check_room)

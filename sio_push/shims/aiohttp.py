@@ -6,7 +6,7 @@ its keep-alive timeout cut to the head timeout: aiohttp runs that timer from the
 after each response, and closes the connection when it fires before a complete request head, so it is
 the head timeout of every request on them (and idle keep-alive connections close after it too).
 `websocket_transport` finds the transport under an aiohttp websocket, for the fan-out fast path of the
-sockets aiohttp still serves.
+sockets aiohttp still serves. `open_connections` counts aiohttp's connections, for admission.
 """
 
 from __future__ import annotations
@@ -18,16 +18,22 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from ..transport.protocol import EioServer, Front
+from ..transport.protocol import EioServer, Front, Gate
 
 
 class SocketSite(web.TCPSite):
-    """aiohttp's TCP site, with every connection read first by a `Front` for Engine.IO server `eio`."""
+    """aiohttp's TCP site, with every connection read first by a `Front` for Engine.IO server `eio`.
 
-    def __init__(self, runner: web.BaseRunner, eio: EioServer, path: str, *args: Any, **kwargs: Any) -> None:
+    :param gate: admits new connections and counts the open ones (None: all are taken).
+    """
+
+    def __init__(
+        self, runner: web.BaseRunner, eio: EioServer, path: str, *args: Any, gate: Gate | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(runner, *args, **kwargs)
         self._eio = eio
         self._path = path
+        self._gate = gate
 
     async def start(self) -> None:
         # As TCPSite.start, with a Front in front of aiohttp's own protocol.
@@ -37,7 +43,7 @@ class SocketSite(web.TCPSite):
             raise RuntimeError("Call runner.setup() before starting a site")
         handler = functools.partial(bounded_handler, http, self._eio.bounds.head_seconds)
         self._server = await asyncio.get_running_loop().create_server(
-            functools.partial(Front, handler, self._eio, self._path),
+            functools.partial(Front, handler, self._eio, self._path, self._gate),
             self._host,
             self._port,
             ssl=self._ssl_context,
@@ -65,3 +71,8 @@ def websocket_transport(ws: web.WebSocketResponse | None) -> asyncio.WriteTransp
         return None
     transport: asyncio.WriteTransport | None = writer.transport
     return transport
+
+
+def open_connections(server: web.Server) -> int:
+    """How many connections aiohttp's `server` holds open (its private map: `connections` copies it)."""
+    return len(server._connections)

@@ -38,7 +38,7 @@ from engineio.async_socket import AsyncSocket
 from ..limits import TokenBucket
 from ..logs import BadInputLog
 from ..transport.batch import WriteBatch
-from ..transport.frames import BINARY, ws_frame
+from ..transport.frames import BINARY, NORMAL, ws_frame
 from ..transport.protocol import Bounds, Connection
 from .aiohttp import websocket_transport
 
@@ -297,6 +297,7 @@ class DirectSocket(AsyncSocket):
     _out: list[bytes] | None = None  # frames gathered for the batch
     _ping_timer: asyncio.TimerHandle | None = None
     connect_timer: asyncio.TimerHandle | None = None  # until the Socket.IO CONNECT (server.PushServer)
+    _close_code = NORMAL  # the websocket close code of a `Connection`'s close (see `shut`)
     last_ping: float | None
     server: PushEngine
     _cut = False  # over its bound of unsent bytes: being closed, and what is pushed to it dropped
@@ -436,14 +437,16 @@ class DirectSocket(AsyncSocket):
         # No writer task drains the queue of a `Connection`'s socket: nothing to wait for.
         await super().close(wait=False, abort=abort, reason=reason)
         self.flush()
-        self.conn.close()
+        self.conn.close(self._close_code)
 
-    async def shut(self, reason: str) -> None:
+    async def shut(self, reason: str, code: int = NORMAL) -> None:
         """Close this socket for good: disconnect handlers run, and the connection itself closes.
 
-        Over websocket the client is told by the TCP close (engine.io-client reads no CLOSE packet
-        there), which socket.io-client answers by reconnecting; a polling client gets the CLOSE packet.
+        Over websocket the client is told by the close (engine.io-client reads no CLOSE packet there;
+        a `Connection` sends close frame `code` first), which socket.io-client answers by reconnecting;
+        a polling client gets the CLOSE packet.
         """
+        self._close_code = code
         await self.close(wait=False, abort=False, reason=reason)
         self.flush()
         transport = self._transport()

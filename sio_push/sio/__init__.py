@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -16,13 +17,17 @@ from ..shims.engineio import DirectSocket
 from ..shims.socketio import PushServer
 from ..transport.protocol import Bounds
 from .connect import Connector
+from .expiry import Expiry
 from .fanout import Fanout
 from .handlers import Handlers
 from .members import Members
+from .occupancy import RoomWatch
 from .presence import PresenceTracker
+from .revocation import Revoked, Revoker
 
 log = logging.getLogger(__name__)
 
+DRAIN_TICK = 0.02  # a drain closes the sockets due within this many seconds together
 # Frames or Engine.IO packets a connection may send per client event of its rate (pongs, acks of
 # upgrades, and some slack): what bounds the CPU one connection costs, whatever it sends.
 PACKETS_PER_EVENT = 10
@@ -63,17 +68,29 @@ class SocketLayer:
     members: Members
     fanout: Fanout
     tracker: PresenceTracker
+    watch: RoomWatch
     connector: Connector
     handlers: Handlers
+    revoker: Revoker
 
-    async def close(self) -> None:
-        """On shutdown, close every transport so that clients reconnect (to another process) at once.
+    async def close(self, drain_seconds: float = 0.0) -> None:
+        """On shutdown, close every transport so that clients reconnect (to another process), spread evenly
+        over `drain_seconds` so that the others take them at a bearable rate (0: all at once).
 
         An Engine.IO close, not a Socket.IO disconnect: the latter tells socket.io-client not to reconnect.
         """
         eio = self.server.eio
         sockets = list(eio.sockets.values())
-        for socket in sockets:
+        if sockets:
+            log.info("closing %d sockets for shutdown over %gs", len(sockets), drain_seconds)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for n, socket in enumerate(sockets):
+            due = start + drain_seconds * n / len(sockets)
+            if due - loop.time() > DRAIN_TICK:
+                await asyncio.sleep(due - loop.time())
+            if socket.closed:
+                continue
             if isinstance(socket, DirectSocket):
                 await socket.shut(eio.reason.SERVER_DISCONNECT)
             else:
@@ -88,9 +105,11 @@ def create_socket_layer(settings: Settings, auth: Auth, engine: Engine, metrics:
     server = create_server(settings)
     members = Members()
     fanout = Fanout(server, metrics)
+    watch = RoomWatch(engine.occupancy)
     tracker = PresenceTracker(
-        engine.presence, engine.broker, fanout, settings.presence_batch_seconds, settings.typing_seconds
+        engine.presence, engine.broker, fanout, settings.presence_batch_seconds, settings.typing_seconds, watch
     )
+    revoked = Revoked(engine.revocations)
     connector = Connector(
         server,
         auth,
@@ -102,8 +121,25 @@ def create_socket_layer(settings: Settings, auth: Auth, engine: Engine, metrics:
         sessions=engine.sessions,
         node=engine.node_id,
         events_per_second=settings.events_per_second,
+        revoked=revoked,
+        user_sockets=engine.user_sockets,
+        max_sockets_per_user=settings.max_sockets_per_user,
     )
     server.attach_connector(connector, settings.connect_timeout_seconds)
-    handlers = Handlers(server, auth, members, connector, tracker, metrics, settings.max_rooms_per_socket)
+    revoker = Revoker(server, auth, members, tracker, fanout, connector, engine.sessions)
+    engine.control.serve(revoker.handle)
+    expiry = Expiry(server, auth, members, revoked, revoker, settings.auth_recheck_seconds)
+    connector.expiry = expiry
+    handlers = Handlers(
+        server,
+        auth,
+        members,
+        connector,
+        tracker,
+        metrics,
+        settings.max_rooms_per_socket,
+        revoked=revoked,
+        expiry=expiry,
+    )
     handlers.register()
-    return SocketLayer(server, members, fanout, tracker, connector, handlers)
+    return SocketLayer(server, members, fanout, tracker, watch, connector, handlers, revoker)

@@ -6,17 +6,19 @@ offset}` gets its old sid and rooms back, then every push it missed, before anyt
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qs
 
 from socketio import exceptions
 
 from ..auth import Auth, Identity
-from ..engines import Broker, Missed, Session, SessionStore
+from ..engines import Broker, Missed, Session, SessionStore, UserSockets
 from ..errors import AuthError, BackendUnavailable
 from ..limits import TokenBucket
 from ..metrics import Metrics
@@ -26,6 +28,10 @@ from ..shims.socketio import PushServer
 from .fanout import Fanout, encode
 from .members import Member, Members
 from .presence import PresenceTracker
+from .revocation import Revoked
+
+if TYPE_CHECKING:
+    from .expiry import Expiry
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,12 @@ def _token(environ: dict[str, Any], auth: dict[str, Any]) -> object:
 
 
 @dataclass(frozen=True, slots=True)
+class _Claimed:
+    session: Session
+    rooms: list[Room]
+
+
+@dataclass(frozen=True, slots=True)
 class _Restored:
     session: Session
     rooms: list[Room]
@@ -46,7 +58,7 @@ class _Restored:
 
 
 def _with_rooms(session: Session, member: Member) -> Session:
-    return replace(session, rooms=tuple(member.joined), since=tuple(member.joined.values()))
+    return replace(session, rooms=tuple(member.joined), since=tuple(member.joined.values()), saved_at=time.time())
 
 
 class Connector:
@@ -55,14 +67,19 @@ class Connector:
     :param server: the Socket.IO server.
     :param auth: decides connects (and, on recovery, the rooms kept).
     :param members: the connected sockets of this process.
-    :param tracker: presence of the rooms a recovered socket is back in.
+    :param tracker: counts the rooms a socket is in, and presence in those that have it.
     :param broker: where a new session starts, and the log recovery replays.
     :param fanout: writes the CONNECT reply and the missed pushes.
     :param metrics: counts connects and sockets.
     :param sessions: where recoverable sessions are kept; None turns recovery off.
     :param node: this process's id, recorded in its sessions.
     :param events_per_second: the rate of each socket's client events (burst twice that).
+    :param revoked: refuses tokens and sessions the backend revoked.
+    :param user_sockets: counts each user's sockets over every process.
+    :param max_sockets_per_user: the most sockets one user may have (0: no limit).
     """
+
+    expiry: Expiry | None = None  # watches each socket's token (set once the socket layer is built)
 
     def __init__(
         self,
@@ -76,6 +93,9 @@ class Connector:
         sessions: SessionStore | None = None,
         node: str = "",
         events_per_second: float = 20.0,
+        revoked: Revoked | None = None,
+        user_sockets: UserSockets | None = None,
+        max_sockets_per_user: int = 0,
     ) -> None:
         self._server = server
         self._auth = auth
@@ -87,26 +107,38 @@ class Connector:
         self._sessions = sessions
         self._node = node
         self._events_per_second = events_per_second
+        self._revoked = revoked
+        self._user_sockets = user_sockets
+        self._max_sockets_per_user = max_sockets_per_user
 
     async def open(self, eio_sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
         """Authenticate a CONNECT, restore its session if it brings one, and set the socket up.
 
         Raises `ConnectionRefusedError` with `{"code": ...}` for the client's `connect_error`.
         """
+        token = _token(environ, auth)
         try:
-            identity = await self._auth.authenticate(_token(environ, auth))
+            identity = await self._auth.authenticate(token)
+            if self._revoked is not None:
+                await self._revoked.admit(identity)
         except AuthError as exc:
-            log.info("connect refused: %s", exc.code)
-            self._metrics.connects.labels(exc.code).inc()
-            raise exceptions.ConnectionRefusedError(exc.code, {"code": exc.code}) from None
+            self._refuse(exc.code)
         sessions = self._sessions
-        restored = await self._restore(sessions, auth, identity) if sessions is not None else None
+        claimed = await self._claim(sessions, auth, identity) if sessions is not None else None
+        conn = secrets.token_hex(8)
+        if not await self._count(identity.user_id, conn, claimed.session.conn if claimed else None):
+            if claimed and sessions is not None:  # the claimed session goes back, as it was
+                await self._store(sessions.save, claimed.session)
+                await self._store(sessions.end, claimed.session)
+            self._refuse("too_many_connections")
+        restored = await self._replay(claimed, auth.get("offset")) if claimed else None
+        server = self._server
+        sid = restored.session.sid if restored else server.new_sid()
         # No await from here to the end of the replay: the broker's position cannot move meanwhile, so
         # every push is either in the replay or delivered live to the rooms joined here, never both.
-        server = self._server
         if server.socket_of(eio_sid) is None:
+            await self._uncount(identity.user_id, conn)
             return
-        sid = restored.session.sid if restored else server.new_sid()
         position = self._broker.position
         if restored:
             since = restored.session.joined_at()
@@ -123,9 +155,10 @@ class Connector:
                 identity.user_id,
                 tuple(rooms),
                 position,
-                secrets.token_hex(8),
+                conn,
                 self._node,
                 since=tuple(joined.values()),
+                saved_at=time.time(),
             )
         server.register(eio_sid, sid)
         self._fanout.reply_connect(eio_sid, {"sid": sid, "pid": session.pid} if session else {"sid": sid})
@@ -134,42 +167,88 @@ class Connector:
         for offset, push in restored.missed if restored else ():
             self._fanout.write(eio_sid, encode(push.event, push.data, offset))
         rate = self._events_per_second
-        self._members.add(sid, Member(identity, session, TokenBucket(rate, 2 * rate), joined))
+        kept_token = token if identity.expires_at is None and isinstance(token, str) else None  # callback mode
+        member = Member(identity, session, TokenBucket(rate, 2 * rate), joined, conn, kept_token)
+        self._members.add(sid, member)
+        if self.expiry is not None:
+            self.expiry.watch(sid, member)
         self._metrics.sockets.inc()
         self._metrics.connects.labels("recovered" if restored else "connected").inc()
 
         if restored:
-            for room in restored.rooms:
-                if room.has_presence:
-                    await self._tracker.track(room, sid, identity)
             log.info("recovered sid=%s user=%s missed=%d", sid, identity.user_id, len(restored.missed))
         else:
             log.info("connected sid=%s user=%s", sid, identity.user_id)
+        # Independent writes (room counts, presence, the session): on Redis they go out together.
+        work = [self._tracker.entered(name, sid, identity) for name in rooms]
         if session is not None and sessions is not None:
-            await self._store(sessions.save, session)
+            work.append(self._store(sessions.save, session))
+        await asyncio.gather(*work)
 
-    async def _restore(self, sessions: SessionStore, auth: dict[str, Any], identity: Identity) -> _Restored | None:
-        """The session a reconnect brings back with `{pid, offset}`, and what it missed; None for a fresh one."""
-        pid, offset = auth.get("pid"), auth.get("offset")
+    async def _claim(self, sessions: SessionStore, auth: dict[str, Any], identity: Identity) -> _Claimed | None:
+        """The session a reconnect brings back with `{pid}`, and the rooms it keeps; None for a fresh one."""
+        pid = auth.get("pid")
         if not isinstance(pid, str) or not pid:
             return None
-        session = await sessions.claim(pid)
+        session = await sessions.claim(pid, identity.user_id)
         if session is None or session.user_id != identity.user_id:
             log.info("recovery: no session to restore for user=%s", identity.user_id)
+            return None
+        if self._revoked is not None and not await self._revoked.recoverable(session):
+            log.info("recovery: the session of sid=%s was revoked by the backend", session.sid)
             return None
         if session.sid in self._members:
             await self._take_over(session.sid)
         rooms = []
         for name in session.rooms:
             room = parse_room(name)
-            if room is not None and await self._auth.may_join(identity, room):
+            if room is not None and await self._keeps(identity, session, room):
                 rooms.append(room)
+        return _Claimed(session, rooms)
+
+    async def _replay(self, claimed: _Claimed, offset: object) -> _Restored | None:
+        """What a claimed session missed since `offset` (else since it began); None if the log lost some."""
+        session, rooms = claimed.session, claimed.rooms
         after = offset if isinstance(offset, str) and self._is_offset(offset) else session.start
         missed = await self._broker.replay(after, [room.name for room in rooms])
         if missed is None:
             log.info("recovery: the log no longer holds what sid=%s missed", session.sid)
             return None
         return _Restored(session, rooms, self._since_joined(session, missed))
+
+    async def _keeps(self, identity: Identity, session: Session, room: Room) -> bool:
+        """Whether a recovered session is back in `room`: still allowed, and not revoked since it was saved."""
+        if not await self._auth.may_join(identity, room):
+            return False
+        revoked = self._revoked
+        if revoked is None:
+            return True
+        return await revoked.keeps(session, room.name) and await revoked.may_join(identity, room.name)
+
+    def _refuse(self, code: str) -> NoReturn:
+        log.info("connect refused: %s", code)
+        self._metrics.connects.labels(code).inc()
+        raise exceptions.ConnectionRefusedError(code, {"code": code}) from None
+
+    async def _count(self, user_id: str, conn: str, replaces: str | None) -> bool:
+        """Count the connection for its user, in place of `replaces` (the one a recovery takes over).
+
+        False when the user is at the limit; a backend outage admits.
+        """
+        if self._user_sockets is None:
+            return True
+        try:
+            return await self._user_sockets.acquire(user_id, conn, self._max_sockets_per_user, replaces)
+        except BackendUnavailable:
+            log.warning("sockets of user=%s not counted: backend unavailable", user_id)
+            return True
+
+    async def _uncount(self, user_id: str, conn: str) -> None:
+        if self._user_sockets is not None:
+            try:
+                await self._user_sockets.release(user_id, conn)
+            except BackendUnavailable:
+                log.warning("sockets of user=%s not released: backend unavailable", user_id)
 
     def _is_offset(self, offset: str) -> bool:
         try:
@@ -221,6 +300,9 @@ class Connector:
 
     async def end(self, sid: str, member: Member) -> None:
         """Mark the session of a socket that went as ended: recoverable for the window from now."""
+        if self.expiry is not None:
+            self.expiry.unwatch(member)
+        await self._uncount(member.identity.user_id, member.conn)
         if member.session is not None and self._sessions is not None:
             await self._store(self._sessions.end, _with_rooms(member.session, member))
 

@@ -11,6 +11,7 @@ several target rooms of one push is one recipient and gets the push once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from engineio import packet as eio_packet
@@ -23,6 +24,8 @@ from ..shims.engineio import DirectSocket, packet_frame
 from ..shims.socketio import NAMESPACE, PushServer
 
 log = logging.getLogger(__name__)
+
+INTERNAL = "presence_internal:"  # events between processes, never written to a socket (the API refuses presence_*)
 
 
 def _send(socket: Any, frame: bytes, pkt: eio_packet.Packet) -> None:
@@ -45,6 +48,11 @@ class Fanout:
     def __init__(self, server: PushServer, metrics: Metrics | None = None) -> None:
         self._server = server
         self._deliveries = metrics.deliveries if metrics is not None else None
+        self._internal: Callable[[Push], None] | None = None
+
+    def on_internal(self, handler: Callable[[Push], None]) -> None:
+        """Hand every push whose event starts with `INTERNAL` to `handler` (in this process), instead of sockets."""
+        self._internal = handler
 
     def reply_connect(self, eio_sid: str, data: dict[str, str]) -> None:
         """Queue the CONNECT reply of namespace "/" (`{"sid", "pid"}`)."""
@@ -64,11 +72,23 @@ class Fanout:
                 seen.update(dict.fromkeys(members.values()))
         return list(seen)
 
+    def has_members(self, room: str) -> bool:
+        """Whether any local socket is in `room` (without listing them)."""
+        return bool(self._server.members_of(room))
+
     def write(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
         """Send one packet to one socket at once, behind whatever it already has queued."""
         _send(self._server.socket_of(eio_sid), packet_frame(pkt), pkt)
 
     async def deliver(self, push: Push, offset: str | None) -> None:
+        if push.event.startswith(INTERNAL):
+            if self._internal is not None:
+                self._internal(push)
+            return
+        self.write_push(push, offset)
+
+    def write_push(self, push: Push, offset: str | None = None) -> None:
+        """Write `push` to the local sockets in its rooms, now, without yielding."""
         eio_sids = self.recipients(push.rooms)
         if not eio_sids:
             return

@@ -1,4 +1,4 @@
-"""The client events of namespace "/": join, leave, user:typing, and anything else refused.
+"""The client events of namespace "/": join, leave, user:typing, presence:get, refresh; anything else refused.
 
 Clients never broadcast. Every handler answers bad input with an error acknowledgement
 (`{"ok": false, "error": ...}`) and a log line; none lets an exception reach python-socketio, so a bad
@@ -7,8 +7,9 @@ client never costs a connection or the server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..auth import Auth
 from ..codec import encodable
@@ -20,9 +21,14 @@ from .connect import Connector
 from .members import Member, Members
 from .presence import PresenceTracker
 
+if TYPE_CHECKING:
+    from .expiry import Expiry
+    from .revocation import Revoked
+
 log = logging.getLogger(__name__)
 
 Ack = dict[str, Any]
+PRESENCE_LIMIT = 100  # the most users presence:get answers with, and its default
 
 
 def _error(code: str) -> Ack:
@@ -44,9 +50,11 @@ class Handlers:
     :param auth: decides joins.
     :param members: the connected sockets of this process.
     :param connector: stores sessions as their rooms change, and ends them.
-    :param tracker: presence of `room:*` rooms.
+    :param tracker: counts rooms, and presence of `room:*` rooms.
     :param metrics: counts sockets.
     :param max_rooms: the most rooms one socket may be in, its user room included.
+    :param revoked: refuses joins of rooms the backend took from the user.
+    :param expiry: answers `refresh`.
     """
 
     def __init__(
@@ -58,6 +66,8 @@ class Handlers:
         tracker: PresenceTracker,
         metrics: Metrics,
         max_rooms: int = 100,
+        revoked: Revoked | None = None,
+        expiry: Expiry | None = None,
     ) -> None:
         self._server = server
         self._auth = auth
@@ -66,6 +76,8 @@ class Handlers:
         self._tracker = tracker
         self._metrics = metrics
         self._max_rooms = max_rooms
+        self._revoked = revoked
+        self._expiry = expiry
 
     def _admit(self, sid: str) -> tuple[Member | None, Ack | None]:
         """The member sending an event, or the error to answer: not connected, or over its event rate."""
@@ -77,12 +89,25 @@ class Handlers:
             return None, _error("rate_limited")
         return member, None
 
+    def _object(self, sid: str, args: tuple[Any, ...]) -> tuple[dict[str, Any] | None, Ack]:
+        """The one object argument of an event from an admitted member, or (None, the error to answer)."""
+        member, refused = self._admit(sid)
+        if member is None:
+            return None, refused or _error("not_connected")
+        payload = args[0] if len(args) == 1 else None
+        if not isinstance(payload, dict):
+            return None, _error("invalid_payload")
+        return payload, {}
+
     def register(self) -> None:
         on = self._server.on
         on("disconnect", self.disconnect)
         on("join", self.join)
         on("leave", self.leave)
         on("user:typing", self.typing)
+        on("presence:get", self.presence)
+        if self._expiry is not None:
+            on("refresh", self.refresh)
         on("*", self.unknown)
 
     async def disconnect(self, sid: str, reason: object = None) -> None:
@@ -91,9 +116,7 @@ class Handlers:
             return
         self._metrics.sockets.dec()
         for name in self._server.rooms_of(sid):
-            room = parse_room(name)
-            if room is not None and room.has_presence:
-                await self._tracker.untrack(room, sid)
+            await self._tracker.exited(name, sid)
         await self._connector.end(sid, member)
         log.info("disconnected sid=%s user=%s reason=%s", sid, member.identity.user_id, reason)
 
@@ -110,15 +133,16 @@ class Handlers:
         if self._server.room_count(sid) >= self._max_rooms:
             log.info("join refused sid=%s room=%s: too_many_rooms", sid, room.name)
             return _error("too_many_rooms")
-        if not await self._auth.may_join(member.identity, room):
+        revoked = self._revoked
+        if not await self._auth.may_join(member.identity, room) or (
+            revoked is not None and not await revoked.may_join(member.identity, room.name)
+        ):
             log.info("join refused sid=%s user=%s room=%s: unauthorized", sid, member.identity.user_id, room.name)
             return _error("unauthorized")
         if sid not in self._members:  # gone while the backend was deciding
             return _error("not_connected")
         self._connector.entered(sid, member, room.name)
-        if room.has_presence:
-            await self._tracker.track(room, sid, member.identity)
-        await self._connector.save(sid)
+        await asyncio.gather(self._tracker.entered(room.name, sid, member.identity), self._connector.save(sid))
         log.info("joined sid=%s user=%s room=%s", sid, member.identity.user_id, room.name)
         return {"ok": True, "room": room.name}
 
@@ -131,19 +155,14 @@ class Handlers:
             return _error("invalid_room")
         if self._server.in_room(sid, room.name):
             self._connector.exited(sid, member, room.name)
-            if room.has_presence:
-                await self._tracker.untrack(room, sid)
-            await self._connector.save(sid)
+            await asyncio.gather(self._tracker.exited(room.name, sid), self._connector.save(sid))
             log.info("left sid=%s room=%s", sid, room.name)
         return {"ok": True, "room": room.name}
 
     async def typing(self, sid: str, *args: Any) -> Ack:
-        member, refused = self._admit(sid)
-        if member is None:
-            return refused or _error("not_connected")
-        payload = args[0] if len(args) == 1 else None
-        if not isinstance(payload, dict):
-            return _error("invalid_payload")
+        payload, refused = self._object(sid, args)
+        if payload is None:
+            return refused
         room = parse_room(payload.get("room"))
         typing, username = payload.get("typing"), payload.get("username")
         if room is None:
@@ -164,6 +183,35 @@ class Handlers:
         except BackendUnavailable:
             return _error("unavailable")
         return {"ok": True}
+
+    async def presence(self, sid: str, *args: Any) -> Ack:
+        """`presence:get` `{"room", "limit"}`: a joined room's counts and its first `limit` users (1-100)."""
+        payload, refused = self._object(sid, args)
+        if payload is None:
+            return refused
+        limit = payload.get("limit", PRESENCE_LIMIT)
+        if type(limit) is not int or not 1 <= limit <= PRESENCE_LIMIT:
+            return _error("invalid_payload")
+        room = parse_room(payload.get("room"))
+        if room is None:
+            return _error("invalid_room")
+        if not self._server.in_room(sid, room.name):
+            return _error("not_joined")
+        try:
+            counts, state = await self._tracker.snapshot(room.name, limit)
+        except BackendUnavailable:
+            return _error("unavailable")
+        count = {"users": counts.users, "sockets": counts.sockets}
+        return {"ok": True, "room": room.name, "count": count, "state": state}
+
+    async def refresh(self, sid: str, *args: Any) -> Ack:
+        member, refused = self._admit(sid)
+        if member is None or self._expiry is None:
+            return refused or _error("not_connected")
+        payload = args[0] if len(args) == 1 else None
+        if not isinstance(payload, dict):
+            return _error("invalid_payload")
+        return await self._expiry.refresh(sid, member, payload.get("token"))
 
     async def unknown(self, event: str, sid: str, *args: Any) -> Ack:
         member, refused = self._admit(sid)

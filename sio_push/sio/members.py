@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -18,12 +19,18 @@ class Member:
     :param session: its recoverable session; None when recovery is off, or once a reconnect took it over.
     :param events: the budget of its client events.
     :param joined: room -> the broker's position when it joined (recovery replays nothing older).
+    :param conn: this connection's own id (its count in the per-user limit is its own, see `UserSockets`).
+    :param token: its token, kept only where the backend is asked again (callback mode).
+    :param timer: the token's expiry, or the next recheck with the backend.
     """
 
     identity: Identity
     session: Session | None
     events: TokenBucket
     joined: dict[str, str] = field(default_factory=dict)
+    conn: str = ""
+    token: str | None = None
+    timer: asyncio.TimerHandle | None = None
 
 
 class Members:

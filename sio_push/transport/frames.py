@@ -18,6 +18,7 @@ CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA  # 
 # Close codes (RFC 6455 7.4.1)
 NORMAL, PROTOCOL_ERROR, INVALID_DATA, POLICY, TOO_BIG, INTERNAL_ERROR = 1000, 1002, 1007, 1008, 1009, 1011
 NO_STATUS = 1005  # the code of a close frame that carries none; never sent
+GOING_AWAY = 1001  # the server closes a socket whose token expired: the client reconnects with a fresh one
 MAX_FRAGMENTS = 1024  # frames of one message
 MAX_CONTROL = 125  # payload bytes of a control frame
 

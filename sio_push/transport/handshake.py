@@ -1,6 +1,8 @@
-"""The websocket handshake of the Socket.IO path: what `protocol.Front` takes itself, and its answer.
+"""Websocket handshakes: what `protocol.Front` takes itself, and the answer.
 
-Only a well-formed Engine.IO v4 websocket handshake is taken; anything else is aiohttp's to answer.
+`parse_websocket` reads any well-formed websocket handshake for a path (the Phoenix endpoint's too);
+`parse_handshake` takes only an Engine.IO v4 one for the Socket.IO path. Anything else is aiohttp's to
+answer.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ _ORIGIN_HEADERS = {
     "x-forwarded-host": "HTTP_X_FORWARDED_HOST",
 }
 _READ_HEADERS = {
+    "sec-websocket-protocol",
     "upgrade",
     "connection",
     "sec-websocket-key",
@@ -54,11 +57,20 @@ _READ_HEADERS = {
 }
 
 
-def parse_handshake(head: bytes, path: str) -> Handshake | None:
-    """The handshake in request head `head` (without its blank line), or None when it is anything else.
+@dataclass(frozen=True)
+class WebSocketHead:
+    """A well-formed websocket handshake for a path: its key, query and the headers sio-push reads."""
 
-    Only a well-formed Engine.IO v4 websocket handshake for `path` is taken; None hands the connection to
-    aiohttp, which answers everything else (and every malformed request) as it always does.
+    key: str
+    query: str
+    headers: dict[str, str]  # lower-cased names: the origin headers and sec-websocket-protocol
+
+
+def parse_websocket(head: bytes, path: str) -> WebSocketHead | None:
+    """The websocket handshake in request head `head` (without its blank line) for `path`, or None.
+
+    None hands the connection to aiohttp, which answers everything else (and every malformed request)
+    as it always does.
     """
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
@@ -89,7 +101,15 @@ def parse_handshake(head: bytes, path: str) -> Handshake | None:
             return None
     except (binascii.Error, ValueError):
         return None
-    args = parse_qs(query)
+    return WebSocketHead(key, query, headers)
+
+
+def parse_handshake(head: bytes, path: str) -> Handshake | None:
+    """The Engine.IO v4 websocket handshake in `head` for the Socket.IO path `path`, or None."""
+    ws = parse_websocket(head, path)
+    if ws is None:
+        return None
+    args = parse_qs(ws.query)
     if args.get("transport") != ["websocket"] or "j" in args:
         return None
     sids = args.get("sid")
@@ -97,14 +117,23 @@ def parse_handshake(head: bytes, path: str) -> Handshake | None:
         return None
     if sids is not None and len(sids) != 1:
         return None
-    origin = {name: value for name, value in headers.items() if name in _ORIGIN_HEADERS}
-    return Handshake(key=key, query=query, sid=sids[0] if sids else None, headers=origin)
+    origin = {name: value for name, value in ws.headers.items() if name in _ORIGIN_HEADERS}
+    return Handshake(key=ws.key, query=ws.query, sid=sids[0] if sids else None, headers=origin)
 
 
-def accept_response(key: str) -> bytes:
-    """The 101 answer to a handshake with Sec-WebSocket-Key `key`."""
+def accept_response(key: str, protocol: str | None = None) -> bytes:
+    """The 101 answer to a handshake with Sec-WebSocket-Key `key`, naming the subprotocol if one is chosen."""
     digest = hashlib.sha1(key.encode() + _GUID).digest()  # RFC 6455's accept key
+    chosen = b"Sec-WebSocket-Protocol: " + protocol.encode() + b"\r\n" if protocol else b""
     return (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + base64.b64encode(digest) + b"\r\n\r\n"
+        b"Sec-WebSocket-Accept: " + base64.b64encode(digest) + b"\r\n" + chosen + b"\r\n"
+    )
+
+
+def unavailable_response(retry_after: int) -> bytes:
+    """An HTTP 503 refusing a connection for now, to come back after `retry_after` seconds."""
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %d\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 14\r\nConnection: close\r\n\r\ntry again later" % retry_after
     )

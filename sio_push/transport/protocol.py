@@ -28,7 +28,7 @@ from engineio import packet as eio_packet
 
 from ..limits import TokenBucket
 from .frames import INTERNAL_ERROR, NORMAL, POLICY, Close, Event, Parser, Ping, ProtocolError, ws_frame
-from .handshake import Handshake, accept_response, parse_handshake
+from .handshake import Handshake, accept_response, parse_handshake, unavailable_response
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +94,44 @@ class EioServer(Protocol):
     def open_direct(self, conn: Connection) -> EioSocket: ...
 
 
+class Gate(Protocol):
+    """Admission of new connections (`sio_push.admission.Admission`): counts open ones, refuses over a limit."""
+
+    def opened(self) -> None: ...
+    def closed(self) -> None: ...
+    def retry_after(self) -> int: ...
+
+
+class _Open:
+    """No admission: every connection is taken."""
+
+    def opened(self) -> None:
+        pass
+
+    def closed(self) -> None:
+        pass
+
+    def retry_after(self) -> int:
+        return 0
+
+
 class Front(asyncio.Protocol):
-    """Reads a new connection's request head, then gives the connection to a `Connection` or to aiohttp."""
+    """Reads a new connection's request head, then gives the connection to a `Connection` or to aiohttp.
 
-    __slots__ = ("_eio", "_head", "_http", "_lf_from", "_path", "_prefix", "_timer", "_transport")
+    A new websocket session (a handshake without a `sid`) over the gate's limits is answered 503 here,
+    before anything is set up for it. The gate counts the connection from here until it closes or goes
+    to aiohttp (which counts its own).
+    """
 
-    def __init__(self, http: Callable[[], asyncio.Protocol], eio: EioServer, path: str) -> None:
+    __slots__ = ("_eio", "_gate", "_head", "_http", "_lf_from", "_path", "_prefix", "_timer", "_transport")
+
+    def __init__(
+        self, http: Callable[[], asyncio.Protocol], eio: EioServer, path: str, gate: Gate | None = None
+    ) -> None:
         self._http = http
         self._eio = eio
         self._path = path
+        self._gate: Gate = gate if gate is not None else _Open()
         self._prefix = b"GET " + path.encode()
         self._head = bytearray()
         self._lf_from = 0  # line ends before this offset have been checked
@@ -111,6 +140,7 @@ class Front(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # a stream server's transports are
+        self._gate.opened()
         self._timer = asyncio.get_running_loop().call_later(self._eio.bounds.head_seconds, self._transport.close)
 
     def data_received(self, data: bytes) -> None:
@@ -134,9 +164,16 @@ class Front(asyncio.Protocol):
             if target is None:
                 self._hand_off()  # python-engineio answers a bad or finished session with its 400
                 return
+        else:
+            retry_after = self._gate.retry_after()
+            if retry_after:
+                self._stop_timer()
+                self._transport.write(unavailable_response(retry_after))
+                self._transport.close()
+                return
         self._stop_timer()
         transport = self._transport
-        conn = Connection(transport, self._eio)
+        conn = Connection(transport, self._eio, self._gate)
         transport.set_protocol(conn)
         conn.open(handshake, target)
         if len(head) > end + 4:
@@ -167,6 +204,7 @@ class Front(asyncio.Protocol):
 
     def _hand_off(self) -> None:
         self._stop_timer()
+        self._gate.closed()  # aiohttp's from here
         data, self._head = bytes(self._head), bytearray()
         transport = self._transport
         protocol = self._http()
@@ -182,6 +220,7 @@ class Front(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+        self._gate.closed()
 
 
 class Connection(asyncio.Protocol):
@@ -194,6 +233,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "_budget",
         "_eio",
+        "_gate",
         "_held",
         "_inbox",
         "_parser",
@@ -206,9 +246,10 @@ class Connection(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, transport: asyncio.Transport, eio: EioServer) -> None:
+    def __init__(self, transport: asyncio.Transport, eio: EioServer, gate: Gate | None = None) -> None:
         self.transport = transport
         self._eio = eio
+        self._gate = gate
         self._parser = Parser(eio.max_http_buffer_size)
         self.socket: EioSocket | None = None
         self.closed = False
@@ -397,6 +438,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         self._end()
+        if self._gate is not None:
+            self._gate.closed()
 
     def _end(self) -> None:
         if self.closed:

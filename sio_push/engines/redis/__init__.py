@@ -13,11 +13,21 @@ from ...config import Settings
 from ...tasks import Periodic
 from ..base import Deliver, Engine, Push, log_seconds, new_node_id
 from .broker import RedisBroker
+from .control import RedisControl
 from .nodes import Nodes
+from .occupancy import RedisOccupancy
 from .presence import RedisPresence
+from .revocations import RedisRevocations
 from .sessions import RedisSessions
+from .user_sockets import RedisUserSockets
 
 REAP_EVERY = 2.0
+# A storm of connects and joins asks more of Redis than it can answer at once: the pool is bounded, and a
+# caller over it waits its turn (BlockingConnectionPool) rather than failing, for up to POOL_WAIT seconds;
+# a reply may take SOCKET_TIMEOUT while Redis or this event loop is busy. Backpressure, not errors.
+MAX_CONNECTIONS = 32
+POOL_WAIT = 20.0
+SOCKET_TIMEOUT = 15.0
 
 
 class RedisEngine(Engine):
@@ -34,12 +44,26 @@ class RedisEngine(Engine):
         broker: RedisBroker,
         presence: RedisPresence,
         sessions: RedisSessions | None,
+        occupancy: RedisOccupancy,
+        revocations: RedisRevocations,
+        user_sockets: RedisUserSockets,
     ) -> None:
-        super().__init__(broker, presence, sessions, nodes.node_id)
+        super().__init__(
+            broker,
+            presence,
+            sessions,
+            nodes.node_id,
+            occupancy,
+            control=RedisControl(client, nodes.prefix, nodes.node_id),
+            revocations=revocations,
+            user_sockets=user_sockets,
+        )
         self._redis = client
+        self._user_sockets = user_sockets
         self._nodes = nodes
         self._redis_presence = presence
         self._redis_sessions = sessions
+        self._redis_occupancy = occupancy
         self._reaper = Periodic("presence reaper", REAP_EVERY, self._reap)
 
     async def start(self, deliver: Deliver) -> None:
@@ -56,7 +80,12 @@ class RedisEngine(Engine):
         await self._redis.aclose()
 
     async def _reap(self) -> None:
-        """Remove the presence of processes that died, and tell their rooms."""
+        """Release what processes that died held: their sockets' counts, room counts and presence; tell their rooms.
+
+        Room counts before presence: reaping presence forgets the dead process.
+        """
+        await self._user_sockets.reap()
+        await self._redis_occupancy.reap()
         for room, diff in await self._redis_presence.reap():
             await self.broker.publish(Push((room,), "presence_diff", {"room": room, **diff}, volatile=True))
 
@@ -67,9 +96,20 @@ def create_redis_engine(settings: Settings) -> RedisEngine:
         raise ValueError("the Redis engine needs a Redis URL")
     node_id = new_node_id()
     window = settings.recovery_seconds
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=2,
+    )
+    client = redis.Redis.from_pool(pool)  # the client owns the pool and closes it
     prefix = settings.redis_prefix
     nodes = Nodes(client, prefix, node_id, keep=window)
     broker = RedisBroker(client, prefix, log_seconds(settings), settings.recovery_log_size, settings.recovery_max_bytes)
     sessions = RedisSessions(window, client, prefix, nodes) if window else None
-    return RedisEngine(client, nodes, broker, RedisPresence(client, prefix, nodes), sessions)
+    presence = RedisPresence(client, prefix, nodes)
+    occupancy = RedisOccupancy(client, prefix, nodes, settings.presence_max_users)
+    revocations = RedisRevocations(settings.revocation_seconds, client, prefix)
+    user_sockets = RedisUserSockets(client, prefix, nodes)
+    return RedisEngine(client, nodes, broker, presence, sessions, occupancy, revocations, user_sockets)

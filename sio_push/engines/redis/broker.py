@@ -92,6 +92,17 @@ def _decode(raw: bytes, volatile: bool = False) -> Push:
     return Push(tuple(body["r"]), body["e"], body["d"], volatile)
 
 
+def _stop_if_cancelled() -> None:
+    """Stop a reader that was asked to stop.
+
+    redis-py can swallow the cancellation of a blocked read (answering it as a timeout or a connection
+    error); without this check the reader would read on until `tasks.stop` gave up on it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class RedisBroker(Broker):
     """Pushes through a Redis Stream shared by every process.
 
@@ -170,6 +181,7 @@ class RedisBroker(Broker):
 
     async def _outage(self, backoff: Backoff, exc: Exception, what: str) -> None:
         """Log an outage once, then wait before the reader's next try."""
+        _stop_if_cancelled()
         if self._healthy or not backoff.failures:
             log.warning("redis %s failed (%s); retrying", what, exc)
         self._healthy = False
@@ -185,6 +197,7 @@ class RedisBroker(Broker):
         """Deliver every stream entry after `position`, in order, for as long as the broker runs."""
         backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
         while True:
+            _stop_if_cancelled()
             try:
                 batches = await self._read()
             except BackendUnavailable as exc:
@@ -217,6 +230,7 @@ class RedisBroker(Broker):
                     await pubsub.subscribe(self._channel)
                     backoff.reset()
                     while True:
+                        _stop_if_cancelled()
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None and message["type"] == "message":
                             try:

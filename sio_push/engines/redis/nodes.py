@@ -33,6 +33,7 @@ class Nodes:
     def __init__(self, client: redis.Redis, prefix: str, node_id: str, keep: float) -> None:
         self._redis = client
         self._key_prefix = prefix
+        self.prefix = prefix
         self.node_id = node_id
         self._keep_ms = int((keep + 2 * DEAD_AFTER) * 1000)
         self._heartbeat = Periodic("heartbeat", BEAT, self._beat)

@@ -1,8 +1,9 @@
 """Presence shared by every process on one Redis, gone when a process dies.
 
-Each `room:*` room is a hash whose fields are `<node>/<sid>` and whose values are `[user_id, meta]`;
-each process also lists the rooms it has entries in. When a process stops beating, another one reaps
-its entries and hands back the leave diffs to broadcast.
+Each `room:*` room is a hash whose fields are `<node>/<sid>` and whose values are `[user_id, meta]`, and
+a sorted set of `<user_id>\n<node>/<sid>` (all of score 0, so in user id order) from which `first` reads
+the first users without reading the whole room; each process also lists the rooms it has entries in.
+When a process stops beating, another one reaps its entries and hands back the leave diffs to broadcast.
 """
 
 from __future__ import annotations
@@ -21,6 +22,26 @@ from .nodes import Nodes
 
 log = logging.getLogger(__name__)
 
+# KEYS: the room's index, the room's hash. ARGV: how many users. The `[user_id, meta]` of their sockets.
+_FIRST = """
+local out, users, last, at = {}, 0, nil, 0
+while true do
+  local batch = redis.call('ZRANGE', KEYS[1], at, at + 99)
+  if #batch == 0 then return out end
+  for _, entry in ipairs(batch) do
+    local cut = string.find(entry, '\\n', 1, true)
+    local user = string.sub(entry, 1, cut - 1)
+    if user ~= last then
+      users, last = users + 1, user
+      if users > tonumber(ARGV[1]) then return out end
+    end
+    local value = redis.call('HGET', KEYS[2], string.sub(entry, cut + 1))
+    if value then table.insert(out, value) end
+  end
+  at = at + 100
+end
+"""
+
 
 class RedisPresence(PresenceStore):
     """Presence of every process's sockets.
@@ -37,12 +58,16 @@ class RedisPresence(PresenceStore):
         self._nodes = nodes
         self._next_read: dict[str, asyncio.Future[State]] = {}  # room -> the read that callers now will share
         self._readers: dict[str, asyncio.Task[None]] = {}
+        self._first = client.register_script(_FIRST)
 
     def _room_key(self, room: str) -> str:
         return f"{self._key_prefix}presence:{room}"
 
     def _rooms_key(self, node_id: str) -> str:
         return f"{self._key_prefix}presence-rooms:{node_id}"
+
+    def _index_key(self, room: str) -> str:
+        return f"{self._key_prefix}presence-idx:{room}"
 
     def _field(self, sid: str) -> str:
         return f"{self._nodes.node_id}/{sid}"
@@ -52,6 +77,7 @@ class RedisPresence(PresenceStore):
         meta = new_meta(self._next_ref())
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(self._room_key(room), self._field(sid), dumps([user_id, meta]))
+            pipe.zadd(self._index_key(room), {f"{user_id}\n{self._field(sid)}": 0})
             pipe.sadd(self._rooms_key(self._nodes.node_id), room)
             await pipe.execute()
         return diff(user_id, joined=meta)
@@ -79,8 +105,20 @@ class RedisPresence(PresenceStore):
         entry = await self._get(room, sid)
         if entry is None:
             return None
-        await self._redis.hdel(self._room_key(room), self._field(sid))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(self._room_key(room), self._field(sid))
+            pipe.zrem(self._index_key(room), f"{entry[0]}\n{self._field(sid)}")
+            await pipe.execute()
         return diff(entry[0], left=entry[1])
+
+    @translated
+    async def first(self, room: str, limit: int) -> State:
+        entries: Any = await self._first(keys=[self._index_key(room), self._room_key(room)], args=[limit])
+        state: State = {}
+        for raw in entries:
+            user_id, meta = loads(raw)
+            state.setdefault(user_id, {"metas": []})["metas"].append(meta)
+        return state
 
     async def state(self, room: str) -> State:
         """The room's state, read after this call began (not a copy: send it before the next change).
@@ -132,9 +170,11 @@ class RedisPresence(PresenceStore):
                 entries: Any = await self._redis.hgetall(self._room_key(room))
                 mine = {f: v for f, v in entries.items() if f.decode().startswith(node_id + "/")}
                 if mine and await self._redis.hdel(self._room_key(room), *mine):
-                    for raw in mine.values():
-                        user_id, meta = loads(raw)
-                        diffs.append((room, diff(user_id, left=meta)))
+                    left = [(field.decode(), *loads(raw)) for field, raw in mine.items()]
+                    await self._redis.zrem(
+                        self._index_key(room), *(f"{user_id}\n{field}" for field, user_id, _ in left)
+                    )
+                    diffs.extend((room, diff(user_id, left=meta)) for _, user_id, meta in left)
             await self._redis.delete(self._rooms_key(node_id))
             await self._nodes.forget(node_id)
             log.info("reaped presence of stopped process %s (%d rooms)", node_id, len(rooms))

@@ -8,6 +8,7 @@ process died ended at that process's last heartbeat.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 LIVE_SLACK = 60.0
 RENEW_EVERY = 20.0
+SAVE_TRIES = 3  # a save that fails in a storm is tried again, so that no session goes unstored
+RETRY_DELAY = 0.5
 
 # KEYS[1] the session; ARGV: json, conn, ttl ms, "end" (the session must exist) or "save" (it may not).
 _WRITE_IF_OWNER = """
@@ -35,6 +38,15 @@ elseif ARGV[4] == 'end' then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
+"""
+
+# KEYS[1] the session; ARGV[1] the user who claims it ("" for any): its JSON, removed, if it is theirs.
+_CLAIM = """
+local current = redis.call('GET', KEYS[1])
+if not current then return false end
+if ARGV[1] ~= '' and cjson.decode(current)['user_id'] ~= ARGV[1] then return false end
+redis.call('DEL', KEYS[1])
+return current
 """
 
 
@@ -52,6 +64,7 @@ class RedisSessions(SessionStore):
         self._key_prefix = prefix
         self._nodes = nodes
         self._write = client.register_script(_WRITE_IF_OWNER)
+        self._claim = client.register_script(_CLAIM)
         self._live: dict[str, str] = {}  # pid -> conn of the sessions this process holds
         self._renewal = Periodic("session renewal", RENEW_EVERY, self._renew)
 
@@ -71,22 +84,32 @@ class RedisSessions(SessionStore):
         )
         return bool(done)
 
+    async def _write_retried(self, session: Session, ttl: float, mode: str) -> bool:
+        for attempt in range(1, SAVE_TRIES + 1):
+            try:
+                return await self._run_write(session, ttl, mode)
+            except BackendUnavailable:
+                if attempt == SAVE_TRIES:
+                    raise
+                await asyncio.sleep(RETRY_DELAY * attempt)
+        return False
+
     async def save(self, session: Session) -> None:
-        if await self._run_write(session, self.window + LIVE_SLACK, "save"):
+        if await self._write_retried(session, self.window + LIVE_SLACK, "save"):
             self._live[session.pid] = session.conn
 
     async def end(self, session: Session) -> None:
         self._live.pop(session.pid, None)
-        await self._run_write(session.ended(time.time()), self.window, "end")
+        await self._write_retried(session.ended(time.time()), self.window, "end")
 
     @translated
-    async def _take(self, pid: str) -> Any:
-        """The session's JSON, removed from Redis; None when there is none."""
-        return await self._redis.getdel(self._key(pid))
+    async def _take(self, pid: str, user_id: str | None) -> Any:
+        """The session's JSON, removed from Redis; None when there is none (or it is another user's)."""
+        return await self._claim(keys=[self._key(pid)], args=[user_id or ""])
 
-    async def claim(self, pid: str) -> Session | None:
+    async def claim(self, pid: str, user_id: str | None = None) -> Session | None:
         try:
-            raw = await self._take(pid)
+            raw = await self._take(pid, user_id)
             if raw is None:
                 return None
             session = Session.from_json(raw)
@@ -100,6 +123,11 @@ class RedisSessions(SessionStore):
         if ended_at is None or time.time() - ended_at > self.window:
             return None
         return session
+
+    @translated
+    async def drop(self, pid: str) -> None:
+        self._live.pop(pid, None)
+        await self._redis.delete(self._key(pid))
 
     @translated
     async def _renew(self) -> None:
