@@ -264,6 +264,9 @@ class RedisBroker(Broker):
             return True
         if after_id >= _id(info["last-generated-id"].decode()):
             return True
+        deleted = info.get("max-deleted-entry-id")  # Redis 7: entries are only ever deleted oldest first
+        if deleted is not None:
+            return after_id >= _id(deleted.decode() if isinstance(deleted, bytes) else str(deleted))
         return bool(await self._redis.xrange(self._stream, after, after, count=1))
 
     def order(self, offset: str) -> Any:
