@@ -12,6 +12,7 @@ from .auth import create_auth
 from .config import Settings
 from .engines import create_engine
 from .keys import ADMISSION, AUTH, ENGINE, METRICS, PHOENIX, SETTINGS, SOCKETS
+from .logs import install_client_error_filter
 from .metrics import Metrics
 from .phoenix import create_phoenix
 from .shims.aiohttp import SocketSite, open_connections
@@ -51,6 +52,7 @@ async def _close_sockets(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     """Build the whole server: sockets at `/socket.io/` (Socket.IO) and `/socket/websocket` (Phoenix Channels),
     the push API under `/api/`, the demo if asked."""
+    install_client_error_filter()  # aiohttp's lines about malformed requests: one line, no request text
     max_connections = settings.max_connections if settings.max_connections is not None else default_max_connections()
     admission = Admission(settings.connect_rate, max_connections)
     app = web.Application(middlewares=[admission.middleware, http.error_middleware])

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 _QUIET = ("socketio", "engineio")
@@ -90,3 +92,42 @@ class BadInputLog:
             self._logger.warning("suppressed %d more lines about bad client input", self._suppressed)
             self._suppressed = 0
         self._logger.warning(message, *args)
+
+
+_QUERY = re.compile(r'("[A-Z]+ [^ ?"]*)\?[^ "]*')  # a request line's query string, in an access log line
+
+
+class ClientErrorFilter(logging.Filter):
+    """aiohttp's lines about what a client sent, made safe: one line, no traceback, no request text.
+
+    aiohttp logs a malformed request ("Error handling request") with the parser's exception, whose
+    message quotes the request line or a header (a token, say), and with a traceback; its default
+    access log prints the request line, query string included. Attached to aiohttp's loggers by the app
+    factory (`install_client_error_filter`): those lines become "bad HTTP request" lines rate-limited by a
+    `BadInputLog`, and query strings are cut from access lines. aiohttp's other errors pass unchanged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad_input = BadInputLog(logging.getLogger("sio_push.http"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = str(record.args[0]) if isinstance(record.args, tuple) and record.args else "?"
+            self.bad_input.warning(remote, "bad HTTP request from %s: %s (%s)", remote, type(exc).__name__, exc.code)
+            return False
+        if record.name == "aiohttp.access" and isinstance(record.msg, str) and "?" in record.msg:
+            record.msg = _QUERY.sub(r"\1", record.msg)
+        return True
+
+
+def install_client_error_filter() -> None:
+    """Attach one `ClientErrorFilter` to aiohttp's server and access loggers (once per process)."""
+    for name in ("aiohttp.server", "aiohttp.access", "aiohttp.web"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ClientErrorFilter) for f in logger.filters):
+            logger.addFilter(_FILTER)
+
+
+_FILTER = ClientErrorFilter()

@@ -10,7 +10,9 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+_ID_CHARS = r"[A-Za-z0-9_.\-]{1,128}"
+_ID = re.compile(_ID_CHARS)
+ID_PATTERN = f"^{_ID_CHARS}$"  # the same, as a JSON Schema pattern (the OpenAPI document's ids)
 
 
 class RoomKind(Enum):

@@ -121,6 +121,39 @@ async def test_the_log_keeps_at_least_the_newest_pushes_within_its_size(start):
     assert await s.engine.broker.replay(offsets[-4], ["a"]) == list(zip(offsets[-3:], pushes[-3:], strict=True))
 
 
+async def _log_bytes(s: Started) -> int:
+    """The bytes the recovery log holds, as the broker counts them."""
+    if s.redis_url is None:
+        return s.engine.broker.held  # type: ignore[attr-defined]
+    client = redis.Redis.from_url(s.redis_url)
+    try:
+        return int(await client.get(s.prefix + "stream:bytes") or 0)
+    finally:
+        await client.aclose()
+
+
+async def test_the_log_is_bounded_in_bytes_too(start):
+    s = await start(recovery_seconds=60, recovery_max_bytes=4096)
+    body = "x" * 1300  # three fit in 4096 bytes, with the rooms and event (and Redis's field names)
+    pushes = [Push(("a",), "new_msg", {"n": n, "body": body}) for n in range(40)]
+    offsets = [(await s.publish_all([push]))[0] for push in pushes]  # each delivered before the log drops it
+    assert 3 * 1300 < await _log_bytes(s) <= 4096
+    assert await s.engine.broker.replay(offsets[-5], ["a"]) is None
+    assert await s.engine.broker.replay(offsets[-3], ["a"]) == list(zip(offsets[-2:], pushes[-2:], strict=True))
+
+
+async def test_trimming_by_age_takes_the_bytes_off_too(start):
+    s = await start(recovery_seconds=0.25, recovery_max_bytes=1 << 20)
+    offsets = [(await s.publish_all([Push(("a",), "new_msg", {"n": n, "body": "x" * 1000})]))[0] for n in range(20)]
+    assert await _log_bytes(s) > 20_000
+    deadline = time.monotonic() + TIMEOUT
+    while await _log_bytes(s) > 0:
+        await s.engine.broker.replay(offsets[-1], ["a"])  # the memory broker trims when it is used
+        assert time.monotonic() < deadline, "the old pushes' bytes were never taken off"
+        await asyncio.sleep(0.1)
+    assert await s.engine.broker.replay(offsets[0], ["a"]) is None
+
+
 async def test_the_log_drops_pushes_older_than_twice_the_window(start):
     s = await start(recovery_seconds=0.25)
     offsets = await s.publish_all(_pushes(*["a"] * 150))

@@ -10,8 +10,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sio_push"
 
 # layer -> the layers it may import at run time (itself always)
 ALLOWED = {
-    "transport": {"codec", "errors"},
-    "shims": {"transport", "logs", "codec", "errors"},
+    "transport": {"codec", "errors", "limits"},
+    "shims": {"transport", "logs", "codec", "errors", "limits"},
     "engines": {"presence", "codec", "errors", "tasks", "config", "limits"},
     "sio": {"engines", "shims", "transport", "auth", "rooms", "presence", "metrics", "codec", "errors", "limits"}
     | {"logs", "config", "tasks", "keys"},

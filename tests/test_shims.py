@@ -19,12 +19,13 @@ import engineio
 import pytest
 import socketio
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from engineio import async_server, async_socket
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
-from sio_push.shims.aiohttp import SocketSite, open_connections, websocket_transport
-from sio_push.shims.engineio import DirectSocket, LightQueue, PushEngine
+from sio_push.shims.aiohttp import SocketSite, bounded_handler, open_connections, websocket_transport
+from sio_push.shims.engineio import BadPayload, DirectSocket, LightQueue, PushEngine
 from sio_push.shims.socketio import IndexedManager, PushServer
 
 TIMEOUT = 5.0
@@ -52,7 +53,9 @@ def _source(function: Callable[..., Any]) -> str:
         (DirectSocket, AsyncSocket, "poll"),
         (DirectSocket, AsyncSocket, "schedule_ping"),
         (DirectSocket, AsyncSocket, "_websocket_handler"),
+        (DirectSocket, AsyncSocket, "handle_post_request"),
         (PushEngine, engineio.AsyncServer, "create_queue"),
+        (PushEngine, engineio.AsyncServer, "handle_request"),
     ],
 )
 def test_overridden_engineio_methods_keep_their_signatures(ours, base, name):
@@ -60,6 +63,27 @@ def test_overridden_engineio_methods_keep_their_signatures(ours, base, name):
     assert mine is not theirs
     assert _shape(mine) == _shape(theirs)
     assert inspect.iscoroutinefunction(mine) == inspect.iscoroutinefunction(theirs)
+
+
+def test_engineio_paths_the_polling_bounds_rely_on():
+    # DirectSocket.handle_post_request replaces the whole of python-engineio's: it reads the body of
+    # `CONTENT_LENGTH` from `wsgi.input` (aiohttp's StreamReader), decodes a Payload and receives each packet.
+    post = _source(AsyncSocket.handle_post_request)
+    assert "wsgi.input" in post and "CONTENT_LENGTH" in post and "self.receive(pkt)" in post
+    # Its errors: an EngineIOError is a 400 (and the session disconnected); disconnect closes with the
+    # default wait, which DirectSocket.close never honours for polling; the POST path looks the session up
+    # again with `_get_socket`, which raises KeyError for one that closed (PushEngine.handle_request).
+    handle = _source(engineio.AsyncServer.handle_request)
+    assert "socket.handle_post_request(environ)" in handle and "except exceptions.EngineIOError" in handle
+    assert "socket = self._get_socket(sid)" in handle
+    assert "raise KeyError" in _source(engineio.AsyncServer._get_socket)
+    assert issubclass(BadPayload, engineio.exceptions.EngineIOError)
+    # _CheckedWebSocket: python-engineio's websocket handler reads every message with `ws.wait()` and
+    # decodes it with `packet.Packet(encoded_packet=...)` outside any `try`.
+    handler = _source(AsyncSocket._websocket_handler)
+    assert "await ws.wait()" in handler and "packet.Packet(encoded_packet=p)" in handler
+    # LightQueue.held: python-engineio takes packets out with get / get_nowait only.
+    assert "self.queue.get()" in _source(AsyncSocket.poll) and "self.queue.get_nowait()" in _source(AsyncSocket.poll)
 
 
 def test_engineio_server_privates_used_by_push_engine():
@@ -160,6 +184,21 @@ def test_socket_site_starts_its_server_as_tcp_site_does():
     assert "await super().start()" in tcp_start
     assert "self._server = " in tcp_start and "self._bound_port = " in tcp_start
     assert _shape(SocketSite.start) == _shape(web.TCPSite.start)
+
+
+async def test_aiohttp_keep_alive_timer_bounds_request_heads():
+    # bounded_handler: aiohttp's RequestHandler keeps its keep-alive timeout in `_keepalive_timeout`,
+    # starts the timer when the connection is made, and closes the connection when it fires while it
+    # waits for a request (a head not complete yet counts as waiting).
+    handler = bounded_handler(web.Server(_no_handler), 0.5)
+    assert handler.keepalive_timeout == 0.5
+    assert "self._keepalive_handle = loop.call_at" in _source(RequestHandler.connection_made)
+    keepalive = _source(RequestHandler._process_keepalive)
+    assert "if self._waiter and not self._waiter.done():" in keepalive and "self.force_close()" in keepalive
+
+
+async def _no_handler(request: web.BaseRequest) -> web.StreamResponse:
+    raise web.HTTPNotFound()
 
 
 async def test_base_site_privates_socket_site_uses():

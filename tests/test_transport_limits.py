@@ -177,9 +177,6 @@ async def test_a_message_over_64_kib_is_refused_with_1009(server: Server):
         await ws.close()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the websocket path waits HEAD_SECONDS (a constant), not the head_timeout_seconds setting"
-)
 @pytest.mark.parametrize(
     "half",
     [b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n", b"POST /api/channel HTTP/1.1\r\nHo"],

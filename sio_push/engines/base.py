@@ -55,11 +55,13 @@ class Broker:
 
     :param log_seconds: how long a push stays in the log (0: no log, no offsets).
     :param log_size: the most pushes the log holds.
+    :param log_bytes: the most bytes (of the pushes' encoded bodies) the log holds.
     """
 
-    def __init__(self, log_seconds: float = 0, log_size: int = 100_000) -> None:
+    def __init__(self, log_seconds: float = 0, log_size: int = 100_000, log_bytes: int = 256 * 1024 * 1024) -> None:
         self.log_seconds = log_seconds
         self.log_size = log_size
+        self.log_bytes = log_bytes
         self._deliver: Deliver | None = None
         self.position = self.origin
         """The offset of the last push whose recipients this process has chosen."""

@@ -12,6 +12,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
+from ..codec import dumps
 from ..config import Settings
 from ..presence import Meta, State, diff, new_meta, updated_meta
 from .base import (
@@ -34,20 +35,28 @@ from .base import (
 )
 
 
-class MemoryBroker(Broker):
-    """One process: a push is delivered at once, in the order published; the log is a bounded deque."""
+def push_size(push: Push) -> int:
+    """The bytes a push takes in the recovery log: its encoded body, rooms and event."""
+    return len(dumps(push.data)) + sum(len(room) for room in push.rooms) + len(push.event)
 
-    def __init__(self, log_seconds: float = 0, log_size: int = 100_000) -> None:
-        super().__init__(log_seconds, log_size)
-        self._log: collections.deque[tuple[int, float, Push]] = collections.deque()
+
+class MemoryBroker(Broker):
+    """One process: a push is delivered at once, in the order published; the log is a deque bounded in
+    pushes, bytes and age."""
+
+    def __init__(self, log_seconds: float = 0, log_size: int = 100_000, log_bytes: int = 256 * 1024 * 1024) -> None:
+        super().__init__(log_seconds, log_size, log_bytes)
+        self._log: collections.deque[tuple[int, float, Push, int]] = collections.deque()  # offset, time, push, size
         self._counter = 0
         self._dropped = 0  # the highest offset trimmed from the log
+        self.held = 0  # the bytes of the pushes in the log
 
     def _trim(self, now: float) -> None:
         horizon = now - self.log_seconds
         log = self._log
-        while log and (len(log) > self.log_size or log[0][1] < horizon):
-            self._dropped = log.popleft()[0]
+        while log and (len(log) > self.log_size or self.held > self.log_bytes or log[0][1] < horizon):
+            self._dropped, _, _, size = log.popleft()
+            self.held -= size
 
     async def publish(self, push: Push) -> str | None:
         if self._deliver is None:
@@ -56,7 +65,9 @@ class MemoryBroker(Broker):
         if self.logging and not push.volatile:
             self._counter += 1
             now = time.monotonic()
-            self._log.append((self._counter, now, push))
+            size = push_size(push)
+            self._log.append((self._counter, now, push, size))
+            self.held += size
             self._trim(now)
             offset = self.position = str(self._counter)
         await self._deliver(push, offset)
@@ -72,7 +83,7 @@ class MemoryBroker(Broker):
             return None
         wanted = set(rooms)
         missed = []
-        for number, _, push in reversed(self._log):
+        for number, _, push, _ in reversed(self._log):
             if number <= start:
                 break
             if not wanted.isdisjoint(push.rooms):
@@ -345,7 +356,7 @@ def create_memory_engine(settings: Settings) -> MemoryEngine:
     node_id = new_node_id()
     window = settings.recovery_seconds
     sessions = MemorySessions(window) if window else None
-    broker = MemoryBroker(log_seconds(settings), settings.recovery_log_size)
+    broker = MemoryBroker(log_seconds(settings), settings.recovery_log_size, settings.recovery_max_bytes)
     return MemoryEngine(
         broker,
         MemoryPresence(node_id),

@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from ..rooms import is_valid_id, parse_room
+from ..rooms import ID_PATTERN, is_valid_id, parse_room
 
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "room_left"})
 RESERVED_PREFIXES = ("presence_", "socket.io", "phx_")
@@ -32,7 +32,8 @@ def _check_event(value: str) -> None:
 
 
 def _id(required: bool = False) -> fields.String:
-    return fields.String(required=required, validate=_check_id)
+    # The pattern is for the OpenAPI document (and so clients and fuzzers); `_check_id` is what validates.
+    return fields.String(required=required, validate=_check_id, metadata={"pattern": ID_PATTERN})
 
 
 class _PushSchema(Schema):

@@ -44,6 +44,7 @@ def create_phoenix(
         timeout=settings.phoenix_timeout_seconds,
         events_per_second=settings.events_per_second,
         max_message_bytes=settings.max_socket_message_bytes,
+        max_buffer=settings.max_buffer_bytes,
         revoked=Revoked(engine.revocations),
         user_sockets=engine.user_sockets,
         max_sockets_per_user=settings.max_sockets_per_user,

@@ -48,6 +48,7 @@ class Channels:
     :param timeout: seconds a socket may send nothing before it is closed.
     :param events_per_second: each socket's message rate (burst twice that), heartbeats not counted.
     :param max_message_bytes: the largest message a client may send.
+    :param max_buffer: unsent bytes a socket may hold before it is cut off as one that does not read.
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class Channels:
         timeout: float = 60.0,
         events_per_second: float = 20.0,
         max_message_bytes: int = 64 * 1024,
+        max_buffer: int = 8 * 1024 * 1024,
         revoked: Revoked | None = None,
         user_sockets: UserSockets | None = None,
         max_sockets_per_user: int = 0,
@@ -72,6 +74,7 @@ class Channels:
         self.timeout = timeout
         self.events_per_second = events_per_second
         self.max_message_bytes = max_message_bytes
+        self.max_buffer = max_buffer
         self._revoked = revoked
         self._user_sockets = user_sockets
         self._max_sockets_per_user = max_sockets_per_user

@@ -19,7 +19,7 @@ from ..errors import AuthError
 from ..limits import TokenBucket
 from ..transport.frames import GOING_AWAY, NORMAL, UNSUPPORTED, Close, Parser, Ping, ProtocolError, ws_frame
 from ..transport.handshake import accept_response
-from ..transport.protocol import INBOX_LIMIT, MAX_BUFFER, Gate, answer_ping, close_websocket
+from ..transport.protocol import INBOX_LIMIT, Gate, answer_ping, close_websocket
 from .hub import SID_PREFIX
 from .serializer import Message, decode, encode, reply
 
@@ -117,7 +117,7 @@ class PhoenixSocket(asyncio.Protocol):
                 self._channels.bad_input.warning(self.sid, "%s sent a binary frame; closing it", self.sid)
                 self.close(UNSUPPORTED)
             elif type(event) is Ping:
-                if not answer_ping(self.transport, self._parser):
+                if not answer_ping(self.transport, self._parser, self._channels.max_buffer):
                     log.warning("%s pings but does not read; closing it", self.sid)
                     return
             elif type(event) is Close:
@@ -191,8 +191,9 @@ class PhoenixSocket(asyncio.Protocol):
         transport = self.transport
         if self.closed or transport.is_closing():
             return
-        if transport.get_write_buffer_size() > MAX_BUFFER:
-            log.warning("%s reads too slowly (%d bytes unsent); closing it", self.sid, MAX_BUFFER)
+        limit = self._channels.max_buffer
+        if transport.get_write_buffer_size() > limit:
+            log.warning("%s reads too slowly (%d bytes unsent); closing it", self.sid, limit)
             transport.abort()
             return
         transport.write(frame)

@@ -1,9 +1,12 @@
 """The aiohttp internals sio-push relies on, all here (pinned by tests/test_shims.py).
 
 `SocketSite` is aiohttp's TCP site with every connection read first by a `transport.protocol.Front`:
-it starts its own server from `web.BaseSite`'s private settings. `websocket_transport` finds the
-transport under an aiohttp websocket, for the fan-out fast path of the sockets aiohttp still serves.
-`open_connections` counts aiohttp's connections, for admission.
+it starts its own server from `web.BaseSite`'s private settings. The connections handed to aiohttp get
+its keep-alive timeout cut to the head timeout: aiohttp runs that timer from the connection's start and
+after each response, and closes the connection when it fires before a complete request head, so it is
+the head timeout of every request on them (and idle keep-alive connections close after it too).
+`websocket_transport` finds the transport under an aiohttp websocket, for the fan-out fast path of the
+sockets aiohttp still serves. `open_connections` counts aiohttp's connections, for admission.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import functools
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from ..transport.protocol import EioServer, Endpoint, Front, Gate
 
@@ -46,8 +50,9 @@ class SocketSite(web.TCPSite):
         http = self._runner.server
         if http is None:
             raise RuntimeError("Call runner.setup() before starting a site")
+        handler = functools.partial(bounded_handler, http, self._eio.bounds.head_seconds)
         self._server = await asyncio.get_running_loop().create_server(
-            functools.partial(Front, http, self._eio, self._path, self._gate, self._endpoint),
+            functools.partial(Front, handler, self._eio, self._path, self._gate, self._endpoint),
             self._host,
             self._port,
             ssl=self._ssl_context,
@@ -56,6 +61,16 @@ class SocketSite(web.TCPSite):
             reuse_port=self._reuse_port,
         )
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+
+
+def bounded_handler(http: web.Server, head_seconds: float) -> RequestHandler:
+    """aiohttp's protocol for one connection, which must send each request head within `head_seconds`.
+
+    Set before the connection is made: aiohttp's handler reads its timeout when it starts.
+    """
+    handler = http()
+    handler._keepalive_timeout = min(handler.keepalive_timeout, head_seconds)
+    return handler
 
 
 def websocket_transport(ws: web.WebSocketResponse | None) -> asyncio.WriteTransport | None:

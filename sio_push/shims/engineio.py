@@ -10,8 +10,10 @@ follow a socket's first in one step of the event loop are gathered and written t
 
 Order is kept: a packet goes direct only when the socket's queue is empty and its writer holds nothing
 (`_writer_busy`); otherwise the gathered frames are written and the packet is queued behind them, as
-before. Long-polling sockets always queue. A client whose unsent bytes pile up past `MAX_BUFFER` is cut
-off; it reconnects and recovers.
+before. Long-polling sockets always queue. A client whose unsent bytes pile up past `Bounds.max_buffer`
+(in its transport's buffer, or in its queue: a polling client that does not poll) is cut off; it
+reconnects and recovers. A polling POST is read within `Bounds.body_seconds`, its packets decoded here
+(bad ones answered 400, one log line) and handled within the same packet budget as a websocket's frames.
 
 The privates used (each pinned by tests/test_shims.py): `AsyncServer._trigger_event`, `_service_task`,
 `start_service_task`, `service_task_handle`, `_cors_allowed_origins`, `AsyncSocket._websocket_handler`,
@@ -27,12 +29,17 @@ import time
 from typing import Any
 
 import engineio
+from aiohttp import web
+from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
+from engineio import payload as eio_payload
 from engineio.async_socket import AsyncSocket
 
+from ..limits import TokenBucket
+from ..logs import BadInputLog
 from ..transport.batch import WriteBatch
 from ..transport.frames import BINARY, NORMAL, ws_frame
-from ..transport.protocol import MAX_BUFFER, Connection
+from ..transport.protocol import Bounds, Connection
 from .aiohttp import websocket_transport
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,62 @@ def packet_frame(pkt: eio_packet.Packet) -> bytes:
 _PING_FRAME = ws_frame(b"2")
 
 
+def _size(item: Any) -> int:
+    """About the bytes a queued packet will take to send (its data's length; a few for the rest)."""
+    data = getattr(item, "data", None)
+    return len(data) + 8 if isinstance(data, str | bytes) else 64
+
+
+async def _read_body(stream: Any, length: int, limit: int) -> bytes:
+    """A request body of `length` bytes (all of it: python-engineio takes whatever part has arrived), or,
+    with no length given, up to its end; ContentTooLongError past `limit`."""
+    if length >= 0:
+        return bytes(await stream.readexactly(length))
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await stream.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise eio_exceptions.ContentTooLongError()
+    return b"".join(chunks)
+
+
+def _decodable(data: Any) -> bool:
+    """Whether python-engineio can take `data` as a packet (its handler decodes outside any `try`, and
+    logs a packet of unknown type with a traceback)."""
+    try:
+        pkt = eio_packet.Packet(encoded_packet=data)
+    except Exception:  # its decoder raises whatever it meets
+        return False
+    return 0 <= pkt.packet_type < len(eio_packet.packet_names)
+
+
+class _CheckedWebSocket:
+    """python-engineio's aiohttp websocket, less the messages it cannot decode (logged as bad input)."""
+
+    def __init__(self, ws: Any, socket: DirectSocket) -> None:
+        self._ws = ws
+        self._socket = socket
+
+    async def wait(self) -> Any:
+        for _ in range(1_000_000):  # bounded; each round reads one message of the client's
+            data = await self._ws.wait()
+            if data is None or _decodable(data):
+                return data
+            self._socket.server.bad_input.warning(
+                self._socket.sid, "sid=%s sent an undecodable Engine.IO packet", self._socket.sid
+            )
+        return None  # a client that sends nothing else: its connection ends
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ws, name)
+
+
+class BadPayload(eio_exceptions.EngineIOError):
+    """A polling POST that is not an Engine.IO payload (python-engineio answers it 400 and ends the session)."""
+
+
 class LightQueue:
     """What python-engineio asks of a socket's queue, with storage made only when used.
 
@@ -54,13 +117,14 @@ class LightQueue:
     fast path hardly ever queue anything.
     """
 
-    __slots__ = ("_getters", "_items", "_joiners", "_unfinished")
+    __slots__ = ("_getters", "_items", "_joiners", "_unfinished", "held")
 
     def __init__(self) -> None:
         self._items: collections.deque[Any] | None = None
         self._getters: list[asyncio.Future[None]] | None = None
         self._joiners: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
+        self.held = 0  # about the bytes of the packets in the queue
 
     def empty(self) -> bool:
         return not self._items
@@ -73,6 +137,7 @@ class LightQueue:
             self._items = collections.deque()
         self._items.append(item)
         self._unfinished += 1
+        self.held += _size(item)
         while self._getters:
             getter = self._getters.pop(0)
             if not getter.done():
@@ -88,6 +153,9 @@ class LightQueue:
         item = self._items.popleft()
         if not self._items:
             self._items = None
+            self.held = 0
+        else:
+            self.held -= _size(item)
         return item
 
     async def get(self) -> Any:
@@ -134,10 +202,24 @@ class PushEngine(engineio.AsyncServer):
     """
 
     start_service_task: bool
+    bounds = Bounds()  # the app sets its own, from its settings
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batch = WriteBatch()
+        self.bad_input = BadInputLog(log)
+
+    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """python-engineio's, with a request for a session that ended while it was handled answered 400.
+
+        Its POST path looks the session up again (`_get_socket`) outside any `try`, and a session closed
+        in between raises KeyError: the client's race, not a server error.
+        """
+        try:
+            return await super().handle_request(*args, **kwargs)
+        except (KeyError, UnboundLocalError):  # UnboundLocalError: its error path when the session is gone
+            self.bad_input.warning("ended", "a request for a session that had ended; answered 400")
+            return web.Response(status=400, content_type="text/plain", text='"Session is disconnected"')
 
     def create_queue(self, *args: Any, **kwargs: Any) -> LightQueue:
         return LightQueue()
@@ -217,6 +299,11 @@ class DirectSocket(AsyncSocket):
     connect_timer: asyncio.TimerHandle | None = None  # until the Socket.IO CONNECT (server.PushServer)
     _close_code = NORMAL  # the websocket close code of a `Connection`'s close (see `shut`)
     last_ping: float | None
+    server: PushEngine
+    _cut = False  # over its bound of unsent bytes: being closed, and what is pushed to it dropped
+    _allowance = 0  # bytes of a recovery replay it may hold beyond the bound until it has read them
+    _replayed = False  # the replay is all written: the allowance ends once the socket is under the bound
+    _budget: TokenBucket | None = None  # of the packets its polling POSTs carry, made by the first
 
     async def accept(self, environ: dict[str, Any]) -> bool:
         """Run the connect handler for a session of `open_direct`; False (and the session dropped) if it refused."""
@@ -297,7 +384,7 @@ class DirectSocket(AsyncSocket):
     async def _websocket_handler(self, ws: Any) -> Any:
         self._ws = ws
         try:
-            return await super()._websocket_handler(ws)
+            return await super()._websocket_handler(_CheckedWebSocket(ws, self))
         finally:
             self._ws = None
 
@@ -317,11 +404,41 @@ class DirectSocket(AsyncSocket):
         if not self.upgraded or self.upgrading or self._writer_busy or self.closed or not self.queue.empty():
             return None
         transport = self._transport()
-        if transport is not None and transport.get_write_buffer_size() > MAX_BUFFER:
-            log.warning("sid=%s reads too slowly (%d bytes unsent); closing it", self.sid, MAX_BUFFER)
+        if transport is None:
+            return None
+        unsent = transport.get_write_buffer_size()
+        if unsent > self._bound(unsent):
+            log.warning("sid=%s reads too slowly (%d bytes unsent); closing it", self.sid, unsent)
             transport.abort()
             return None
         return transport
+
+    def allow(self, replay_bytes: int, *, written: bool = False) -> None:
+        """Let a recovery replay of `replay_bytes` be written at once (the client had no time to read it);
+        `written=True` once it is, after which the allowance lasts until the socket is under its bound."""
+        self._allowance, self._replayed = replay_bytes, written
+
+    def _bound(self, unsent: int) -> int:
+        """The unsent bytes this socket may hold now."""
+        bound = self.server.bounds.max_buffer
+        if self._allowance and self._replayed and unsent <= bound:
+            self._allowance = 0
+        return bound + self._allowance
+
+    def _check_queue(self) -> None:
+        """Cut off a socket whose queue holds more than the bound (a polling client that does not poll).
+
+        The queue is emptied at once and the socket closed; it reconnects and recovers what it missed.
+        """
+        held = self.queue.held
+        if held <= self._bound(held) or self._cut:
+            return
+        self._cut = True
+        log.warning("sid=%s does not take what is sent to it (%d bytes queued); closing it", self.sid, held)
+        while not self.queue.empty():
+            self.queue.get_nowait()
+            self.queue.task_done()
+        self.server.start_background_task(self.shut, self.server.reason.TRANSPORT_ERROR)
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         for timer in (self._ping_timer, self.connect_timer):
@@ -329,7 +446,9 @@ class DirectSocket(AsyncSocket):
                 timer.cancel()
         self._ping_timer = self.connect_timer = None
         if self.conn is None:
-            await super().close(wait=wait, abort=abort, reason=reason)
+            # Never waiting for the queue to drain: python-engineio's `disconnect` waits, and a polling
+            # client that does not poll (one whose POST was just refused, say) would hold it for ever.
+            await super().close(wait=False, abort=abort, reason=reason)
             return
         # No writer task drains the queue of a `Connection`'s socket: nothing to wait for.
         await super().close(wait=False, abort=abort, reason=reason)
@@ -375,15 +494,17 @@ class DirectSocket(AsyncSocket):
         transport = self._direct()
         if transport is not None:
             self._write(transport, frame)
-        elif not self.closed:
+        elif not self.closed and not self._cut:
             self.flush()
             self.queue.put_nowait(pkt)
+            self._check_queue()
 
     async def send(self, pkt: eio_packet.Packet) -> None:
         transport = self._direct()
         if transport is None:
             self.flush()
             await super().send(pkt)
+            self._check_queue()
             return
         if await self.check_ping_timeout():
             self._write(transport, packet_frame(pkt))
@@ -407,3 +528,40 @@ class DirectSocket(AsyncSocket):
             packets.append(pkt)
         self._writer_busy = True
         return packets
+
+    async def handle_post_request(self, environ: dict[str, Any]) -> None:
+        """python-engineio's, bounded: the body read within `body_seconds`, checked before any packet is
+        handled (a bad one is BadPayload: 400 and the session ended, one log line, no traceback), and its
+        packets taken from the socket's packet budget (more than the budget's burst in one POST is bad)."""
+        server = self.server
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            raise self._bad("sent a bad Content-Length") from None
+        limit = server.max_http_buffer_size
+        if length > limit:
+            raise eio_exceptions.ContentTooLongError()
+        try:
+            async with asyncio.timeout(server.bounds.body_seconds):
+                body = await _read_body(environ["wsgi.input"], length, limit)
+            packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
+        except TimeoutError:
+            raise self._bad("sent its polling body too slowly") from None
+        except Exception:  # an abandoned body, or python-engineio's decoder raising what it meets
+            raise self._bad("sent an undecodable polling payload") from None
+        if any(not 0 <= pkt.packet_type < len(eio_packet.packet_names) for pkt in packets):
+            raise self._bad("sent an Engine.IO packet of unknown type")
+        if self._budget is None:
+            self._budget = server.bounds.packet_budget()
+        budget = self._budget
+        if len(packets) > budget.burst:
+            raise self._bad(f"sent {len(packets)} packets in one polling request")
+        for pkt in packets:
+            if not budget.take():  # over the budget: wait for the token (at most a burst's worth of time)
+                await asyncio.sleep(budget.wait_time())
+                budget.take()
+            await self.receive(pkt)
+
+    def _bad(self, what: str) -> BadPayload:
+        self.server.bad_input.warning(self.sid, "sid=%s %s; closing it", self.sid, what)
+        return BadPayload(what)

@@ -15,6 +15,7 @@ from ..metrics import Metrics
 from ..shims.engineio import DirectSocket
 from ..shims.socketio import PushServer
 from ..tasks import paced
+from ..transport.protocol import Bounds
 from .connect import Connector
 from .expiry import Expiry
 from .fanout import Fanout
@@ -26,6 +27,10 @@ from .revocation import Revoked, Revoker
 
 log = logging.getLogger(__name__)
 
+# Frames or Engine.IO packets a connection may send per client event of its rate (pongs, acks of
+# upgrades, and some slack): what bounds the CPU one connection costs, whatever it sends.
+PACKETS_PER_EVENT = 10
+
 
 def _cors(settings: Settings) -> str | list[str] | None:
     """Same-origin when unset; `*` for any origin; else the listed origins."""
@@ -35,7 +40,7 @@ def _cors(settings: Settings) -> str | list[str] | None:
 
 
 def create_server(settings: Settings) -> PushServer:
-    return PushServer(
+    server = PushServer(
         async_mode="aiohttp",
         cors_allowed_origins=_cors(settings),
         ping_interval=settings.ping_interval,
@@ -45,6 +50,13 @@ def create_server(settings: Settings) -> PushServer:
         logger=logging.getLogger("socketio"),
         engineio_logger=logging.getLogger("engineio"),
     )
+    server.eio.bounds = Bounds(
+        head_seconds=settings.head_timeout_seconds,
+        body_seconds=settings.body_timeout_seconds,
+        max_buffer=settings.max_buffer_bytes,
+        packets_per_second=PACKETS_PER_EVENT * settings.events_per_second,
+    )
+    return server
 
 
 @dataclass(frozen=True)

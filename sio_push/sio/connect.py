@@ -25,7 +25,7 @@ from ..metrics import Metrics
 from ..rooms import Room, parse_room, user_room
 from ..shims.engineio import DirectSocket
 from ..shims.socketio import PushServer
-from .fanout import Fanout, encode
+from .fanout import Fanout
 from .members import Member, Members
 from .presence import PresenceTracker
 from .revocation import Revoked
@@ -164,8 +164,8 @@ class Connector:
         self._fanout.reply_connect(eio_sid, {"sid": sid, "pid": session.pid} if session else {"sid": sid})
         for name in rooms:
             server.enter(sid, name)
-        for offset, push in restored.missed if restored else ():
-            self._fanout.write(eio_sid, encode(push.event, push.data, offset))
+        if restored:
+            self._fanout.replay(eio_sid, restored.missed)
         rate = self._events_per_second
         kept_token = token if identity.expires_at is None and isinstance(token, str) else None  # callback mode
         member = Member(identity, session, TokenBucket(rate, 2 * rate), joined, conn, kept_token)

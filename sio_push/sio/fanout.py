@@ -18,7 +18,7 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from ..codec import dumps
-from ..engines import Push
+from ..engines import Missed, Push
 from ..metrics import Metrics
 from ..shims.engineio import DirectSocket, packet_frame
 from ..shims.socketio import NAMESPACE, PushServer
@@ -96,6 +96,23 @@ class Fanout:
     def write(self, eio_sid: str, pkt: eio_packet.Packet) -> None:
         """Send one packet to one socket at once, behind whatever it already has queued."""
         _send(self._server.socket_of(eio_sid), packet_frame(pkt), pkt)
+
+    def replay(self, eio_sid: str, missed: Missed) -> None:
+        """Write a recovering socket's missed pushes, in order, all at once.
+
+        They may be more than the socket's bound of unsent bytes: the client has had no time to read
+        them, so the bound is raised by their size until it has (a slow reader is still cut off then).
+        """
+        socket = self._server.socket_of(eio_sid)
+        packets = [encode(push.event, push.data, offset) for offset, push in missed]
+        frames = [packet_frame(pkt) for pkt in packets]
+        size = sum(len(frame) for frame in frames)
+        if isinstance(socket, DirectSocket):
+            socket.allow(size)
+        for frame, pkt in zip(frames, packets, strict=True):
+            _send(socket, frame, pkt)
+        if isinstance(socket, DirectSocket):
+            socket.allow(size, written=True)
 
     async def deliver(self, push: Push, offset: str | None) -> None:
         if push.event.startswith(INTERNAL):

@@ -20,22 +20,43 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
-from .frames import INTERNAL_ERROR, NORMAL, POLICY, Close, Parser, Ping, ProtocolError, ws_frame
+from ..limits import TokenBucket
+from .frames import INTERNAL_ERROR, NORMAL, POLICY, Close, Event, Parser, Ping, ProtocolError, ws_frame
 from .handshake import Handshake, accept_response, parse_handshake, unavailable_response
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 16 * 1024  # a longer request head is aiohttp's to judge
-HEAD_SECONDS = 30.0  # for a new connection's request head to arrive
 CLOSE_SECONDS = 5.0  # for the client to close its side after our close frame
 INBOX_LIMIT = 64  # packets waiting for their handlers before the connection stops reading
-MAX_BUFFER = 8 * 1024 * 1024  # unsent bytes to a client before it is cut off as one that does not read
 _PROBE_ANSWER = ws_frame(b"3probe")  # Engine.IO's PONG "probe"
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What one connection may cost the server (SPEC §7); the app sets them from its settings.
+
+    :param head_seconds: for a connection's request head to arrive.
+    :param body_seconds: for a request body (a polling POST's) to arrive.
+    :param max_buffer: unsent bytes to a client (websocket or polling) before it is cut off as one that
+        does not read.
+    :param packets_per_second: frames (websocket) or Engine.IO packets (polling) a connection may have
+        read per second, with a burst of twice that; past it, reading waits (backpressure, not a close).
+    """
+
+    head_seconds: float = 10.0
+    body_seconds: float = 30.0
+    max_buffer: int = 8 * 1024 * 1024
+    packets_per_second: float = 200.0
+
+    def packet_budget(self) -> TokenBucket:
+        return TokenBucket(self.packets_per_second, 2 * self.packets_per_second)
 
 
 class EioSocket(Protocol):
@@ -66,6 +87,8 @@ class EioServer(Protocol):
     def ping_interval(self) -> float: ...
     @property
     def ping_timeout(self) -> float: ...
+    @property
+    def bounds(self) -> Bounds: ...
     def allowed_origin(self, environ: dict[str, str]) -> bool: ...
     def upgrade_target(self, sid: str) -> EioSocket | None: ...
     def open_direct(self, conn: Connection) -> EioSocket: ...
@@ -153,7 +176,7 @@ class Front(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # a stream server's transports are
         self._gate.opened()
-        self._timer = asyncio.get_running_loop().call_later(HEAD_SECONDS, self._transport.close)
+        self._timer = asyncio.get_running_loop().call_later(self._eio.bounds.head_seconds, self._transport.close)
 
     def data_received(self, data: bytes) -> None:
         head = self._head
@@ -242,9 +265,9 @@ class Front(asyncio.Protocol):
         self._gate.closed()
 
 
-def answer_ping(transport: asyncio.Transport, parser: Parser) -> bool:
+def answer_ping(transport: asyncio.Transport, parser: Parser, max_buffer: int) -> bool:
     """Write the pong `parser` queued; False (and the connection aborted) for a client that does not read."""
-    if transport.get_write_buffer_size() > MAX_BUFFER:
+    if transport.get_write_buffer_size() > max_buffer:
         transport.abort()
         return False
     transport.write(parser.data_to_send())
@@ -282,7 +305,21 @@ class Connection(asyncio.Protocol):
     which most of an idle socket's traffic is, are taken at once.
     """
 
-    __slots__ = ("_eio", "_gate", "_inbox", "_parser", "_probing", "_task", "_timer", "closed", "socket", "transport")
+    __slots__ = (
+        "_budget",
+        "_eio",
+        "_gate",
+        "_held",
+        "_inbox",
+        "_parser",
+        "_probing",
+        "_refill",
+        "_task",
+        "_timer",
+        "closed",
+        "socket",
+        "transport",
+    )
 
     def __init__(self, transport: asyncio.Transport, eio: EioServer, gate: Gate | None = None) -> None:
         self.transport = transport
@@ -295,6 +332,9 @@ class Connection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._probing = 0  # of an upgrade from polling: 2 awaits the probe ping, 1 the UPGRADE packet
         self._timer: asyncio.TimerHandle | None = None  # a deadline: the upgrade's, then the close's
+        self._budget = eio.bounds.packet_budget()
+        self._held: list[Event] | None = None  # events read past the budget, handled once it refills
+        self._refill: asyncio.TimerHandle | None = None
 
     def open(self, handshake: Handshake, target: EioSocket | None) -> None:
         """Answer the handshake; then open a new session, or start the upgrade of polling session `target`."""
@@ -333,7 +373,7 @@ class Connection(asyncio.Protocol):
     async def _receive(self) -> None:
         while self._inbox and self.socket is not None:
             pkt = self._inbox.pop(0)
-            if len(self._inbox) == INBOX_LIMIT // 2 and not self.closed:
+            if len(self._inbox) == INBOX_LIMIT // 2 and not self.closed and self._held is None:
                 self.transport.resume_reading()
             try:
                 await self.socket.receive(pkt)
@@ -346,21 +386,53 @@ class Connection(asyncio.Protocol):
         self._inbox = None
 
     def data_received(self, data: bytes) -> None:
-        for event in self._parser.receive_data(data):
+        events = self._parser.receive_data(data)
+        if self._held is not None:  # reading resumed by the close or the inbox: handled in turn
+            self._held.extend(events)
+            return
+        self._handle(events)
+
+    def _handle(self, events: list[Event]) -> None:
+        """Handle `events` while the budget lasts; the rest are held, and reading paused, until it refills.
+
+        Every frame costs a token, pings and garbage too: that bounds the CPU one connection costs,
+        whatever it sends. A client over the budget is slowed down, not closed.
+        """
+        budget = self._budget
+        for at, event in enumerate(events):
             if self.closed:
                 return  # by an event before this one (a failed upgrade): the rest is dropped, as after a close
-            if type(event) is str or type(event) is bytes:
-                self._message(event)
-            elif type(event) is Ping:
-                if not answer_ping(self.transport, self._parser):
-                    log.warning("sid=%s pings but does not read; closing it", self.socket and self.socket.sid)
-                    return
-            elif type(event) is Close:
-                self.close()
-            elif type(event) is ProtocolError:
-                log.info("sid=%s sent %s; closing its websocket", self.socket and self.socket.sid, event.what)
-                self.close()
-            # a Pong: unsolicited (this server sends Engine.IO pings, not websocket ones), and ignored
+            if not budget.take():
+                self._held = events[at:]
+                self.transport.pause_reading()
+                want = min(len(self._held), max(1.0, budget.rate / 10))  # handled in tenths of a second
+                delay = budget.wait_time() + (want - 1) / budget.rate
+                self._refill = asyncio.get_running_loop().call_later(delay, self._refilled)
+                return
+            self._event(event)
+
+    def _refilled(self) -> None:
+        self._refill = None
+        held, self._held = self._held, None
+        if held is None or self.closed:
+            return
+        self._handle(held)
+        if self._held is None and not self.closed and (self._inbox is None or len(self._inbox) < INBOX_LIMIT):
+            self.transport.resume_reading()
+
+    def _event(self, event: Event) -> None:
+        if type(event) is str or type(event) is bytes:
+            self._message(event)
+        elif type(event) is Ping:
+            if not answer_ping(self.transport, self._parser, self._eio.bounds.max_buffer):
+                log.warning("sid=%s pings but does not read; closing it", self.socket and self.socket.sid)
+                self._end()
+        elif type(event) is Close:
+            self.close()
+        elif type(event) is ProtocolError:
+            log.info("sid=%s sent %s; closing its websocket", self.socket and self.socket.sid, event.what)
+            self.close()
+        # a Pong: unsolicited (this server sends Engine.IO pings, not websocket ones), and ignored
 
     def _message(self, data: str | bytes) -> None:
         try:
@@ -430,6 +502,10 @@ class Connection(asyncio.Protocol):
             return
         self.closed = True
         self._inbox = None
+        self._held = None
+        if self._refill is not None:
+            self._refill.cancel()
+            self._refill = None
         socket = self.socket
         if socket is None:
             return

@@ -106,7 +106,7 @@ def create_redis_engine(settings: Settings) -> RedisEngine:
     client = redis.Redis.from_pool(pool)  # the client owns the pool and closes it
     prefix = settings.redis_prefix
     nodes = Nodes(client, prefix, node_id, keep=window)
-    broker = RedisBroker(client, prefix, log_seconds(settings), settings.recovery_log_size)
+    broker = RedisBroker(client, prefix, log_seconds(settings), settings.recovery_log_size, settings.recovery_max_bytes)
     sessions = RedisSessions(window, client, prefix, nodes) if window else None
     presence = RedisPresence(client, prefix, nodes)
     occupancy = RedisOccupancy(client, prefix, nodes, settings.presence_max_users)

@@ -8,7 +8,9 @@ offset. Pub/sub plus a separate log would need the two kept in step. The price i
 (instead of one `PUBLISH`), measured by the benchmark suite.
 
 Volatile pushes (presence diffs) are never replayed, so they go over plain pub/sub. The stream is
-trimmed by size on every `XADD` and by age once a second. When Redis is unreachable, publishing raises
+bounded in entries and in bytes on every `XADD` (a script: each entry's size is stored with it and summed
+in a counter key, and the oldest entries are deleted while either bound is passed) and by age once a
+second (the same counter less what is deleted). When Redis is unreachable, publishing raises
 `BrokerUnavailable` (the API answers 503), the reader retries with a capped backoff, and sockets stay.
 """
 
@@ -37,6 +39,43 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 TRIM_EVERY = 1.0
 UNLOGGED_SIZE = 1000  # with recovery off the stream only carries pushes between processes
+
+
+# KEYS: stream, byte counter. ARGV: payload, most entries, most bytes. Returns the new entry's id.
+_ADD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[2], 0) end
+local size = #ARGV[1]
+local id = redis.call('XADD', KEYS[1], '*', 'p', ARGV[1], 's', size)
+local held = redis.call('INCRBY', KEYS[2], size)
+local length = redis.call('XLEN', KEYS[1])
+local most, bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
+while length > 1 and (length > most or held > bytes) do
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  local fields, gone = oldest[2], 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 's' then gone = tonumber(fields[i + 1]) or 0 end
+  end
+  redis.call('XDEL', KEYS[1], oldest[1])
+  held = redis.call('DECRBY', KEYS[2], gone)
+  length = length - 1
+end
+return id
+"""
+
+# KEYS: stream, byte counter. ARGV: the first id to keep, most entries to delete. Returns how many it deleted.
+_TRIM_OLD = """
+local old = redis.call('XRANGE', KEYS[1], '-', '(' .. ARGV[1], 'COUNT', tonumber(ARGV[2]))
+for _, entry in ipairs(old) do
+  local fields, gone = entry[2], 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 's' then gone = tonumber(fields[i + 1]) or 0 end
+  end
+  redis.call('XDEL', KEYS[1], entry[1])
+  redis.call('DECRBY', KEYS[2], gone)
+end
+return #old
+"""
+TRIM_BATCH = 1000  # entries deleted by one script call: Redis is not held long by any one
 
 
 def _id(offset: str) -> tuple[int, int]:
@@ -72,10 +111,20 @@ class RedisBroker(Broker):
     :param prefix: the prefix of every key this broker uses.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, log_seconds: float = 0, log_size: int = 100_000) -> None:
-        super().__init__(log_seconds, log_size if log_seconds else UNLOGGED_SIZE)
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        log_seconds: float = 0,
+        log_size: int = 100_000,
+        log_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
+        super().__init__(log_seconds, log_size if log_seconds else UNLOGGED_SIZE, log_bytes)
         self._redis = client
         self._stream = prefix + "stream"
+        self._bytes = prefix + "stream:bytes"
+        self._add = client.register_script(_ADD)
+        self._trim_old = client.register_script(_TRIM_OLD)
         self._channel = prefix + "volatile"
         self._tasks: list[asyncio.Task[None]] = []
         self._trimming = Periodic("stream trimming", TRIM_EVERY, self._trim_by_age)
@@ -118,7 +167,9 @@ class RedisBroker(Broker):
             if push.volatile:
                 await self._redis.publish(self._channel, _encode(push))
                 return None
-            offset: Any = await self._redis.xadd(self._stream, {"p": _encode(push)}, maxlen=self.log_size)
+            offset: Any = await self._add(
+                keys=[self._stream, self._bytes], args=[_encode(push), self.log_size, self.log_bytes]
+            )
         return offset.decode() if self.logging else None
 
     async def check(self) -> bool:
@@ -195,9 +246,11 @@ class RedisBroker(Broker):
 
     @translated
     async def _trim_by_age(self) -> None:
-        """Drop the entries older than `log_seconds` (by whole stream nodes: approximate, and cheap)."""
+        """Drop the entries older than `log_seconds`, a batch at a time, their bytes off the counter."""
         horizon = int((time.time() - self.log_seconds) * 1000)
-        await self._redis.xtrim(self._stream, minid=f"{horizon}-0", approximate=True)
+        for _ in range(100):  # 100,000 entries a second at most; the rest wait for the next round
+            if await self._trim_old(keys=[self._stream, self._bytes], args=[f"{horizon}-0", TRIM_BATCH]) < TRIM_BATCH:
+                break
 
     async def _holds_after(self, after: str) -> bool:
         """Whether the stream still holds every entry after `after`."""
@@ -212,6 +265,9 @@ class RedisBroker(Broker):
             return True
         if after_id >= _id(info["last-generated-id"].decode()):
             return True
+        deleted = info.get("max-deleted-entry-id")  # Redis 7: entries are only ever deleted oldest first
+        if deleted is not None:
+            return after_id >= _id(deleted.decode() if isinstance(deleted, bytes) else str(deleted))
         return bool(await self._redis.xrange(self._stream, after, after, count=1))
 
     def order(self, offset: str) -> Any:
