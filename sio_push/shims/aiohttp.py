@@ -18,7 +18,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from ..transport.protocol import EioServer, Endpoint, Front, Gate
+from ..transport.front import Endpoint, Front
+from ..transport.protocol import EioServer, Gate
 
 
 class SocketSite(web.TCPSite):

@@ -1,46 +1,26 @@
-"""python-engineio, adapted for the fan-out fast path; every private of it that sio-push uses is here.
-
-python-engineio sends every packet through a per-socket queue and writer task, which encodes and frames
-it again for each recipient: that is where a room emit spends its time. `DirectSocket` (the class of
-every engineio socket here) lets a push skip all of it: the frame is built once per push and written
-straight to each transport, in the caller's own step. The websocket under it is a
-`transport.protocol.Connection`, or aiohttp's for the connections `Front` hands to aiohttp. Frames that
-follow a socket's first in one step of the event loop are gathered and written together
-(`transport.batch.WriteBatch`).
-
-Order is kept: a packet goes direct only when the socket's queue is empty and its writer holds nothing
-(`_writer_busy`); otherwise the gathered frames are written and the packet is queued behind them, as
-before. Long-polling sockets always queue. A client whose unsent bytes pile up past `Bounds.max_buffer`
-(in its transport's buffer, or in its queue: a polling client that does not poll) is cut off; it
-reconnects and recovers. A polling POST is read within `Bounds.body_seconds`, its packets decoded here
-(bad ones answered 400, one log line) and handled within the same packet budget as a websocket's frames.
-
-The privates used (each pinned by tests/test_shims.py): `AsyncServer._trigger_event`, `_service_task`,
-`start_service_task`, `service_task_handle`, `_cors_allowed_origins`, `AsyncSocket._websocket_handler`,
-the `_sock` of engineio's aiohttp websocket, and the class of the sockets engineio makes itself.
-"""
+"""The Engine.IO socket of every session: `DirectSocket`, python-engineio's `AsyncSocket` with the fan-out
+fast path, timers for heartbeats, bounded queues and checked polling bodies."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import engineio
-from aiohttp import web
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 from engineio.async_socket import AsyncSocket
 
-from ..limits import TokenBucket
-from ..logs import BadInputLog
-from ..transport.batch import WriteBatch
-from ..transport.frames import BINARY, NORMAL, ws_frame
-from ..transport.protocol import Bounds, Connection
-from .aiohttp import websocket_transport
+from ...limits import TokenBucket
+from ...transport.batch import WriteBatch
+from ...transport.frames import BINARY, NORMAL, ws_frame
+from ...transport.protocol import Connection
+from ..aiohttp import websocket_transport
+
+if TYPE_CHECKING:
+    from .server import PushEngine
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +32,6 @@ def packet_frame(pkt: eio_packet.Packet) -> bytes:
 
 
 _PING_FRAME = ws_frame(b"2")
-
-
-def _size(item: Any) -> int:
-    """About the bytes a queued packet will take to send (its data's length; a few for the rest)."""
-    data = getattr(item, "data", None)
-    return len(data) + 8 if isinstance(data, str | bytes) else 64
 
 
 async def _read_body(stream: Any, length: int, limit: int) -> bytes:
@@ -108,179 +82,6 @@ class _CheckedWebSocket:
 
 class BadPayload(eio_exceptions.EngineIOError):
     """A polling POST that is not an Engine.IO payload (python-engineio answers it 400 and ends the session)."""
-
-
-class LightQueue:
-    """What python-engineio asks of a socket's queue, with storage made only when used.
-
-    An idle `asyncio.Queue` holds four empty deques and an Event, 3 KiB per socket; the sockets of the
-    fast path hardly ever queue anything.
-    """
-
-    __slots__ = ("_getters", "_items", "_joiners", "_unfinished", "held")
-
-    def __init__(self) -> None:
-        self._items: collections.deque[Any] | None = None
-        self._getters: list[asyncio.Future[None]] | None = None
-        self._joiners: list[asyncio.Future[None]] | None = None
-        self._unfinished = 0
-        self.held = 0  # about the bytes of the packets in the queue
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def qsize(self) -> int:
-        return len(self._items) if self._items else 0
-
-    def put_nowait(self, item: Any) -> None:
-        if self._items is None:
-            self._items = collections.deque()
-        self._items.append(item)
-        self._unfinished += 1
-        self.held += _size(item)
-        while self._getters:
-            getter = self._getters.pop(0)
-            if not getter.done():
-                getter.set_result(None)
-                break
-
-    async def put(self, item: Any) -> None:
-        self.put_nowait(item)
-
-    def get_nowait(self) -> Any:
-        if not self._items:
-            raise asyncio.QueueEmpty
-        item = self._items.popleft()
-        if not self._items:
-            self._items = None
-            self.held = 0
-        else:
-            self.held -= _size(item)
-        return item
-
-    async def get(self) -> Any:
-        while not self._items:
-            getter = asyncio.get_running_loop().create_future()
-            if self._getters is None:
-                self._getters = []
-            self._getters.append(getter)
-            try:
-                await getter
-            except asyncio.CancelledError:
-                if getter in self._getters:
-                    self._getters.remove(getter)
-                elif self._items:  # woken and cancelled at once: pass the wake-up on
-                    self.put_nowait(self.get_nowait())
-                    self._unfinished -= 1
-                raise
-        return self.get_nowait()
-
-    def task_done(self) -> None:
-        if self._unfinished <= 0:
-            raise ValueError("task_done() called too many times")
-        self._unfinished -= 1
-        if not self._unfinished and self._joiners:
-            for joiner in self._joiners:
-                if not joiner.done():
-                    joiner.set_result(None)
-            self._joiners = None
-
-    async def join(self) -> None:
-        if self._unfinished:
-            joiner = asyncio.get_running_loop().create_future()
-            if self._joiners is None:
-                self._joiners = []
-            self._joiners.append(joiner)
-            await joiner
-
-
-class PushEngine(engineio.AsyncServer):
-    """python-engineio's server with light socket queues, and its websocket sessions over `Connection`s.
-
-    `open_direct` and `upgrade_target` do what python-engineio's websocket connect and upgrade do, for
-    the connections `transport.protocol.Front` serves itself (it sees this class as an `EioServer`).
-    """
-
-    start_service_task: bool
-    bounds = Bounds()  # the app sets its own, from its settings
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.batch = WriteBatch()
-        self.bad_input = BadInputLog(log)
-
-    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
-        """python-engineio's, with a request for a session that ended while it was handled answered 400.
-
-        Its POST path looks the session up again (`_get_socket`) outside any `try`, and a session closed
-        in between raises KeyError: the client's race, not a server error.
-        """
-        try:
-            return await super().handle_request(*args, **kwargs)
-        except (KeyError, UnboundLocalError):  # UnboundLocalError: its error path when the session is gone
-            self.bad_input.warning("ended", "a request for a session that had ended; answered 400")
-            return web.Response(status=400, content_type="text/plain", text='"Session is disconnected"')
-
-    def create_queue(self, *args: Any, **kwargs: Any) -> LightQueue:
-        return LightQueue()
-
-    def adopt(self, sid: str) -> DirectSocket | None:
-        """Session `sid`, which python-engineio made itself (a polling or aiohttp websocket one), as a DirectSocket.
-
-        python-engineio builds its sockets with no hook for the class; this one class swap gives each
-        the fan-out fast path.
-        """
-        socket = self.sockets.get(sid)
-        if type(socket) is AsyncSocket:
-            socket.__class__ = DirectSocket
-            socket.batch = self.batch
-        return socket if isinstance(socket, DirectSocket) else None
-
-    def allowed_origin(self, environ: dict[str, str]) -> bool:
-        """python-engineio's origin check for a request with WSGI-style `environ` (its HTTP_ORIGIN, HTTP_HOST...)."""
-        origin = environ.get("HTTP_ORIGIN")
-        if self.cors_allowed_origins == [] or not origin:
-            return True
-        allowed = self._cors_allowed_origins(environ)
-        return allowed is None or origin in allowed
-
-    def open_direct(self, conn: Connection) -> DirectSocket:
-        """A new Engine.IO session on websocket `conn`: registered, its OPEN packet written, pinged.
-
-        The caller awaits the session's `accept` before it hands the session any packet.
-        """
-        if self.start_service_task:  # python-engineio's sweep of timed-out sockets, started as its connect does
-            self.start_service_task = False
-            self.service_task_handle = self.start_background_task(self._service_task)
-        sid = self.generate_id()
-        socket = DirectSocket(self, sid)
-        socket.batch = self.batch
-        socket.connected = socket.upgraded = True
-        socket.conn = conn
-        self.sockets[sid] = socket
-        opening = {
-            "sid": sid,
-            "upgrades": [],
-            "pingTimeout": int(self.ping_timeout * 1000),
-            "pingInterval": int(self.ping_interval + self.ping_interval_grace_period) * 1000,
-            "maxPayload": self.max_http_buffer_size,
-        }
-        opened = eio_packet.Packet(eio_packet.OPEN, opening)
-        socket.push(packet_frame(opened), opened)
-        socket.schedule_ping()
-        return socket
-
-    def upgrade_target(self, sid: str) -> DirectSocket | None:
-        """The polling session `sid` if it may upgrade now (as python-engineio decides), else None.
-
-        Whether websocket is an allowed transport at all is `Front`'s check, made before.
-        """
-        socket = self.sockets.get(sid)
-        if not isinstance(socket, DirectSocket):
-            return None
-        if not socket.connected or socket.upgraded or socket.upgrading or socket.closing or socket.closed:
-            return None
-        return socket
 
 
 class DirectSocket(AsyncSocket):
