@@ -197,3 +197,33 @@ async def test_callback_mode_rechecks_and_closes_only_on_a_definite_refusal(
     await asyncio.wait_for(closed.wait(), TIMEOUT)
     # and the refusal replaced the cached answer of the connect: the token no longer connects
     assert await client_factory().refused(server, "session-alice") == {"code": "unauthorized"}
+
+
+async def test_callback_mode_rechecks_phoenix_sockets_too_and_closes_only_on_a_definite_refusal(
+    make_server, revoking_linen
+):
+    linen = revoking_linen
+    server = await make_server(
+        jwt_secret=None, auth_service_url=linen.url, auth_timeout_seconds=0.3, auth_recheck_seconds=0.5
+    )
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"{server.url}/socket/websocket?token=session-alice&vsn=2.0.0")
+        linen.broken = True  # 5xx: nothing changes
+        await linen.asked_again()
+        linen.broken, linen.slow = False, True  # a timeout: nothing changes
+        await linen.asked_again()
+        linen.slow = False
+        await linen.asked_again()
+        await ws.send_str('[null, "1", "phoenix", "heartbeat", {}]')
+        reply = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        assert reply.type == aiohttp.WSMsgType.TEXT and '"ok"' in reply.data  # still open
+
+        linen.logged_out.add("session-alice")  # a definite refusal: closed with 1001, and refused after
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        while msg.type == aiohttp.WSMsgType.TEXT and asyncio.get_running_loop().time() < deadline:
+            msg = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(f"{server.url}/socket/websocket?token=session-alice&vsn=2.0.0")
+        assert refused.value.status == 403

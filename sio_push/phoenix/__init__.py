@@ -45,6 +45,7 @@ def create_phoenix(
         events_per_second=settings.events_per_second,
         max_message_bytes=settings.max_socket_message_bytes,
         max_buffer=settings.max_buffer_bytes,
+        recheck_seconds=settings.auth_recheck_seconds if settings.callback_auth else 0.0,
         revoked=Revoked(engine.revocations),
         user_sockets=engine.user_sockets,
         max_sockets_per_user=settings.max_sockets_per_user,

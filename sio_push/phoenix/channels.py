@@ -49,6 +49,8 @@ class Channels:
     :param events_per_second: each socket's message rate (burst twice that), heartbeats not counted.
     :param max_message_bytes: the largest message a client may send.
     :param max_buffer: unsent bytes a socket may hold before it is cut off as one that does not read.
+    :param recheck_seconds: callback mode: how often the backend is asked again about each socket's
+                            token (0: never; JWT tokens run out at their `exp` instead).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class Channels:
         events_per_second: float = 20.0,
         max_message_bytes: int = 64 * 1024,
         max_buffer: int = 8 * 1024 * 1024,
+        recheck_seconds: float = 0.0,
         revoked: Revoked | None = None,
         user_sockets: UserSockets | None = None,
         max_sockets_per_user: int = 0,
@@ -75,11 +78,16 @@ class Channels:
         self.events_per_second = events_per_second
         self.max_message_bytes = max_message_bytes
         self.max_buffer = max_buffer
+        self.recheck_seconds = recheck_seconds
         self._revoked = revoked
         self._user_sockets = user_sockets
         self._max_sockets_per_user = max_sockets_per_user
         self.bad_input = BadInputLog(log)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def recheck(self, token: str, user_id: str) -> bool | None:
+        """Callback mode: whether the backend still takes `token` for `user_id` (False only on a refusal)."""
+        return await self._auth.recheck(token, user_id)
 
     async def connect(self, token: object, sid: str) -> Identity:
         """Who connecting socket `sid` is; raises AuthError to refuse it (403).
@@ -103,7 +111,7 @@ class Channels:
     def release(self, user_id: str, sid: str) -> None:
         """Stop counting socket `sid` of `user_id` (gone, or gone before its handshake was answered)."""
         if self._user_sockets is not None:
-            self._spawn(self._release(self._user_sockets, user_id, sid))
+            self.spawn(self._release(self._user_sockets, user_id, sid))
 
     async def _release(self, user_sockets: UserSockets, user_id: str, sid: str) -> None:
         try:
@@ -126,10 +134,11 @@ class Channels:
         topics = list(socket.channels)
         socket.channels.clear()
         if topics:
-            self._spawn(self._exited(topics, socket.sid))
+            self.spawn(self._exited(topics, socket.sid))
         log.info("phoenix disconnected sid=%s", socket.sid)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background, awaited at shutdown."""
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import time
 from typing import TYPE_CHECKING
@@ -54,7 +55,8 @@ class PhoenixSocket(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._seen = 0.0  # loop time of the last bytes received
         self._timer: asyncio.TimerHandle | None = None  # the idle check, then the close's deadline
-        self._expiry: asyncio.TimerHandle | None = None  # when the token's exp passes
+        self._expiry: asyncio.TimerHandle | None = None  # when the token's exp passes, or the next recheck
+        self._recheck_token: str | None = None  # callback mode only: the token the backend is asked about
 
     # -- the handshake
 
@@ -84,6 +86,10 @@ class PhoenixSocket(asyncio.Protocol):
         self._timer = loop.call_later(self._channels.timeout, self._check_idle)
         if identity.expires_at is not None:  # SPEC §7: closed (1001) when the token expires; phoenix.js reconnects
             self._expiry = loop.call_later(max(identity.expires_at - time.time(), 0), self._expired)
+        elif self._channels.recheck_seconds and isinstance(token, str):  # callback mode: the backend is asked again
+            self._recheck_token = token
+            delay = self._channels.recheck_seconds * random.uniform(0.5, 1.0)  # a spread, not a secret
+            self._expiry = loop.call_later(delay, self._start_recheck)
         self.transport.resume_reading()
         pending, self._pending = self._pending, b""
         if pending:
@@ -170,6 +176,24 @@ class PhoenixSocket(asyncio.Protocol):
         self._expiry = None
         log.info("%s: its token expired; closing it", self.sid)
         self.close(GOING_AWAY)
+
+    def _start_recheck(self) -> None:
+        self._expiry = None
+        if not self.closed:
+            self._channels.spawn(self._recheck())
+
+    async def _recheck(self) -> None:
+        """Ask the backend again; close only on a definite refusal, never on a timeout or a 5xx."""
+        if self.identity is None or self._recheck_token is None:
+            return
+        still = await self._channels.recheck(self._recheck_token, self.identity.user_id)
+        if self.closed:
+            return
+        if still is False:
+            log.info("%s: the backend no longer accepts its token; closing it", self.sid)
+            self.close(GOING_AWAY)
+            return
+        self._expiry = asyncio.get_running_loop().call_later(self._channels.recheck_seconds, self._start_recheck)
 
     def _check_idle(self) -> None:
         loop = asyncio.get_running_loop()
