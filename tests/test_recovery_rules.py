@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import pytest
+import redis.asyncio as redis
 
-from .conftest import make_token
+from .conftest import SERVICE_KEY, make_token
 from .eio_client import EioClient, Refused
 
 
@@ -133,3 +135,47 @@ async def test_the_log_keeps_pushes_for_twice_the_recovery_window(make_server, c
 async def _until(deadline: float) -> None:
     """Let time pass up to `deadline` (monotonic): here the passing of time is what is tested."""
     await asyncio.sleep(max(deadline - time.monotonic(), 0))
+
+
+@pytest.mark.parametrize("engine", ["redis"])  # where a disconnect awaits Redis, and can be held there
+async def test_a_reconnect_while_the_old_connection_is_still_leaving_keeps_its_room(
+    make_server, clients, engine, redis_server
+):
+    """The reconnect recovers the sid while the old connection's disconnect is still leaving its rooms.
+
+    Redis is held (CLIENT PAUSE) from before the old connection closes until after the reconnect's CONNECT
+    is sent, so both wait on it together; the old connection leaves 30 rooms, one Redis round trip or
+    more each, while the reconnect's token keeps only one of them. The end of the old connection's
+    disconnect must not take the recovered socket out of that room.
+    """
+    server = await make_server()
+    first = await clients(server, {"token": make_token("tau", rooms=["room:*"])})
+    for n in range(30):
+        assert (await first.join(f"room:lobby:r{n}"))["ok"] is True
+    await server.push("/api/channel", channel_id="r0", n=0)
+    [(_, offset)] = await first.messages(1)
+
+    pauser = redis.Redis.from_url(redis_server.url)
+    try:
+        await pauser.client_pause(1000, all=True)
+        await first.close()
+        auth = {"token": make_token("tau", rooms=["room:lobby:r0"]), "pid": first.pid, "offset": offset}
+        again = await clients(server, auth)
+    finally:
+        await pauser.aclose()
+    assert (again.pid, again.sid) == (first.pid, first.sid)
+    await _until_left(server, "room:lobby:r29")  # the old connection's disconnect is over
+    await server.push("/api/channel", channel_id="r0", n=1)
+    assert [payload["n"] for payload, _ in await again.messages(1)] == [1]
+
+
+async def _until_left(server, room: str) -> None:
+    """Wait (at most 10 s) until `room` has no member left in its presence."""
+    headers = {"Authorization": "Bearer " + SERVICE_KEY}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            async with http.get(f"{server.url}/api/presence/{room}", headers=headers) as resp:
+                if (await resp.json())["count"]["sockets"] == 0:
+                    return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{room} still has members")

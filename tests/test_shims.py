@@ -260,6 +260,7 @@ async def test_websocket_transport_finds_the_transport_of_an_open_aiohttp_websoc
         (PushServer, socketio.AsyncServer, "_handle_eio_connect"),
         (PushServer, socketio.AsyncServer, "_handle_connect"),
         (PushServer, socketio.AsyncServer, "_handle_eio_message"),
+        (PushServer, socketio.AsyncServer, "_handle_disconnect"),
         (IndexedManager, socketio.AsyncManager, "basic_enter_room"),
         (IndexedManager, socketio.AsyncManager, "basic_leave_room"),
         (IndexedManager, socketio.AsyncManager, "get_rooms"),
@@ -281,6 +282,10 @@ def test_socketio_server_privates_the_shim_calls():
     assert [p[0] for p in _shape(server._handle_disconnect)] == ["eio_sid", "namespace", "reason"]
     assert isinstance(server.environ, dict)
     assert server.reason.CLIENT_DISCONNECT and server.reason.SERVER_DISCONNECT
+    # PushServer._handle_disconnect wraps the stock one, which runs the handler and then leaves every room
+    # of the sid: `departed` is what keeps that from reaching a recovered socket with the same sid
+    stock_disconnect = _source(socketio.AsyncServer._handle_disconnect)
+    assert stock_disconnect.index("_trigger_event('disconnect'") < stock_disconnect.index("manager.disconnect(")
     # the connect path of python-socketio that _handle_connect replaces still ends in a CONNECT reply
     assert "packet.CONNECT" in _source(socketio.AsyncServer._handle_connect)
 

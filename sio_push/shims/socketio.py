@@ -91,6 +91,7 @@ class PushServer(socketio.AsyncServer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(client_manager=IndexedManager(), **kwargs)
         self.bad_input = BadInputLog(log)
+        self._departing: dict[str, asyncio.Future[None]] = {}  # sid -> done when its disconnect is over
 
     def attach_connector(self, connector: Connector, connect_timeout: float) -> None:
         self.connector = connector
@@ -123,6 +124,25 @@ class PushServer(socketio.AsyncServer):
             await self.connector.open(eio_sid, self.environ.get(eio_sid, {}), auth)
         except exceptions.ConnectionRefusedError as exc:
             await self.refuse(eio_sid, exc.error_args)
+
+    async def _handle_disconnect(self, eio_sid: str, namespace: str | None, reason: Any = None) -> None:
+        """python-socketio's, with the end of each sid's disconnect known to `departed`.
+
+        A recovered session takes its old sid back, and a reconnect can arrive while the old connection's
+        disconnect handler is still awaiting: the manager's own disconnect, after the handler, would then
+        take the new connection out of its rooms.
+        """
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace or NAMESPACE)
+        if sid is None or sid in self._departing:
+            await super()._handle_disconnect(eio_sid, namespace, reason)
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._departing[sid] = done
+        try:
+            await super()._handle_disconnect(eio_sid, namespace, reason)
+        finally:
+            del self._departing[sid]
+            done.set_result(None)
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
         """python-socketio's dispatch, less binary packets, and with bad packets answered, not raised.
@@ -225,6 +245,16 @@ class PushServer(socketio.AsyncServer):
     def members_of(self, room: str) -> dict[str, str] | None:
         """The local sockets in `room`, sid -> Engine.IO sid (the manager's own map: do not change it)."""
         return self.manager.rooms.get(NAMESPACE, {}).get(room)
+
+    def departing(self, sid: str) -> bool:
+        """Whether the disconnect of `sid`'s connection is under way (its handler still running)."""
+        return sid in self._departing
+
+    async def departed(self, sid: str) -> None:
+        """Return once no connection of `sid` is being disconnected: its rooms are then free to take back."""
+        done = self._departing.get(sid)
+        if done is not None:
+            await asyncio.shield(done)
 
     def eio_sid_of(self, sid: str) -> str | None:
         return self.manager.eio_sid_from_sid(sid, NAMESPACE)

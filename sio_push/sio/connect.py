@@ -127,17 +127,18 @@ class Connector:
         claimed = await self._claim(sessions, auth, identity) if sessions is not None else None
         conn = secrets.token_hex(8)
         if not await self._count(identity.user_id, conn, claimed.session.conn if claimed else None):
-            if claimed and sessions is not None:  # the claimed session goes back, as it was
-                await self._store(sessions.save, claimed.session)
-                await self._store(sessions.end, claimed.session)
+            if claimed and sessions is not None:
+                await self._put_back(sessions, claimed.session)
             self._refuse("too_many_connections")
         restored = await self._replay(claimed, auth.get("offset")) if claimed else None
         server = self._server
         sid = restored.session.sid if restored else server.new_sid()
         # No await from here to the end of the replay: the broker's position cannot move meanwhile, so
         # every push is either in the replay or delivered live to the rooms joined here, never both.
-        if server.socket_of(eio_sid) is None:
+        if server.socket_of(eio_sid) is None:  # the client went while this was being decided
             await self._uncount(identity.user_id, conn)
+            if claimed and sessions is not None:  # its next try recovers the session
+                await self._put_back(sessions, claimed.session)
             return
         position = self._broker.position
         if restored:
@@ -197,7 +198,7 @@ class Connector:
         if self._revoked is not None and not await self._revoked.recoverable(session):
             log.info("recovery: the session of sid=%s was revoked by the backend", session.sid)
             return None
-        if session.sid in self._members:
+        if session.sid in self._members or self._server.departing(session.sid):
             await self._take_over(session.sid)
         rooms = []
         for name in session.rooms:
@@ -274,13 +275,18 @@ class Connector:
         return kept
 
     async def _take_over(self, sid: str) -> None:
-        """Close the old connection of a session that a reconnect claimed, without ending the session."""
+        """Close the old connection of a session that a reconnect claimed, without ending the session.
+
+        Returns once that connection's disconnect is over, however it began (a take-over, or the old
+        connection noticed gone just before): until then it is still leaving the rooms the session takes back.
+        """
         member = self._members.get(sid)
         if member is not None:
             member.session = None
         socket = self._server.socket_of(self._server.eio_sid_of(sid))
         if isinstance(socket, DirectSocket):
             await socket.shut(self._server.reason.SERVER_DISCONNECT)
+        await self._server.departed(sid)
 
     def entered(self, sid: str, member: Member, room: str) -> None:
         """`sid` is in `room` from now on: pushes to it from here are delivered live, none replayed from before."""
@@ -305,6 +311,11 @@ class Connector:
         await self._uncount(member.identity.user_id, member.conn)
         if member.session is not None and self._sessions is not None:
             await self._store(self._sessions.end, _with_rooms(member.session, member))
+
+    async def _put_back(self, sessions: SessionStore, session: Session) -> None:
+        """Return a claimed session, as it was, for a later reconnect to claim."""
+        await self._store(sessions.save, session)
+        await self._store(sessions.end, session)
 
     async def _store(self, write: Callable[[Session], Awaitable[None]], session: Session) -> None:
         try:
