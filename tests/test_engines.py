@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as redis
 
 from sio_push.engines import Change, Counts, Engine, MemoryBroker, Push, Session, SessionStore, create_engine
+from sio_push.engines.redis.recent import Recent
 
 from .conftest import TIMEOUT, base_settings
 
@@ -119,6 +120,39 @@ async def test_the_log_keeps_at_least_the_newest_pushes_within_its_size(start):
     # Redis trims by whole stream nodes (approximately), so only the oldest are surely gone.
     assert await s.engine.broker.replay(offsets[0], ["a"]) is None
     assert await s.engine.broker.replay(offsets[-4], ["a"]) == list(zip(offsets[-3:], pushes[-3:], strict=True))
+
+
+async def test_a_replay_from_before_the_entries_a_process_keeps_comes_whole_from_the_log(start):
+    # A Redis process replays recent offsets from the entries its reader kept (engines/redis/recent.py,
+    # at most 1,000), older ones from the stream: the two must agree at the seam.
+    s = await start(recovery_seconds=60)
+    pushes = _pushes(*["a", "b"] * 600)
+    offsets = await s.publish_all(pushes)
+    logged = list(zip(offsets, pushes, strict=True))
+    assert await s.engine.broker.replay(offsets[0], ["a"]) == [(o, p) for o, p in logged[1:] if p.rooms == ("a",)]
+    assert await s.engine.broker.replay(offsets[150], ["a", "b"]) == logged[151:]
+    assert await s.engine.broker.replay(offsets[-3], ["b"]) == [logged[-1]]
+
+
+def test_the_recent_entries_are_bounded_and_say_when_they_do_not_hold_a_replay():
+    recent = Recent(most_entries=3, most_bytes=100)
+    assert recent.after((0, 0), ["a"]) is None  # nothing known yet
+    recent.restart((1, 0))
+    entries = [((2 + n, 0), f"{2 + n}-0", Push(("a",) if n % 2 else ("b",), "new_msg", {"n": n}), 10) for n in range(5)]
+    for entry_id, offset, push, size in entries:
+        recent.add(entry_id, offset, push, size)
+    # Three kept (4-0, 5-0, 6-0): from 3-0 on it holds the replay, from before it does not.
+    assert recent.after((3, 0), ["a", "b"]) == [(offset, push) for _, offset, push, _ in entries[2:]]
+    assert recent.after((4, 0), ["a"]) == [("5-0", entries[3][2])]
+    assert recent.after((2, 0), ["a"]) is None
+    recent.add((7, 0), "7-0", Push(("a",), "new_msg", {"n": 5}), 95)  # over the bytes: only this one kept
+    assert recent.after((6, 0), ["a"]) == [("7-0", Push(("a",), "new_msg", {"n": 5}))]
+    assert recent.after((5, 0), ["a"]) is None
+    recent.forget()  # after a read failed: the next entry read is only where to go on from
+    recent.add((9, 0), "9-0", Push(("a",), "new_msg", {}), 1)
+    recent.add((10, 0), "10-0", Push(("a",), "new_msg", {}), 1)
+    assert recent.after((8, 0), ["a"]) is None
+    assert recent.after((9, 0), ["a"]) == [("10-0", Push(("a",), "new_msg", {}))]
 
 
 async def _log_bytes(s: Started) -> int:
@@ -371,6 +405,8 @@ async def test_revocations_are_shared_and_expire(start):
     assert await shared.user_revoked("ann") == 1000.5
     assert await shared.room_revoked("ann", "room:x") == 2000.25
     assert await shared.room_revoked("ann", "room:y") is None and await shared.user_revoked("bob") is None
+    assert await shared.rooms_revoked("ann", ["room:y", "room:x"]) == [None, 2000.25]
+    assert await shared.rooms_revoked("ann", []) == []
     await asyncio.sleep(0.7)  # the behaviour under test is the clock itself: the records expire
     assert await shared.user_revoked("ann") is None and await shared.room_revoked("ann", "room:x") is None
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -146,6 +146,10 @@ class Revocations:
 
     async def room_revoked(self, user_id: str, room: str) -> float | None:
         raise NotImplementedError
+
+    async def rooms_revoked(self, user_id: str, rooms: Sequence[str]) -> list[float | None]:
+        """`room_revoked` of each of `rooms`, in order (a backend reads them all at once)."""
+        return [await self.room_revoked(user_id, room) for room in rooms]
 
 
 class UserSockets:

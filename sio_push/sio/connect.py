@@ -117,14 +117,15 @@ class Connector:
         Raises `ConnectionRefusedError` with `{"code": ...}` for the client's `connect_error`.
         """
         token = _token(environ, auth)
+        user_revoked = None
         try:
             identity = await self._auth.authenticate(token)
             if self._revoked is not None:
-                await self._revoked.admit(identity)
+                user_revoked = await self._revoked.admit(identity)
         except AuthError as exc:
             self._refuse(exc.code)
         sessions = self._sessions
-        claimed = await self._claim(sessions, auth, identity) if sessions is not None else None
+        claimed = await self._claim(sessions, auth, identity, user_revoked) if sessions is not None else None
         conn = secrets.token_hex(8)
         if not await self._count(identity.user_id, conn, claimed.session.conn if claimed else None):
             if claimed and sessions is not None:
@@ -186,8 +187,13 @@ class Connector:
             work.append(self._store(sessions.save, session))
         await asyncio.gather(*work)
 
-    async def _claim(self, sessions: SessionStore, auth: dict[str, Any], identity: Identity) -> _Claimed | None:
-        """The session a reconnect brings back with `{pid}`, and the rooms it keeps; None for a fresh one."""
+    async def _claim(
+        self, sessions: SessionStore, auth: dict[str, Any], identity: Identity, user_revoked: float | None
+    ) -> _Claimed | None:
+        """The session a reconnect brings back with `{pid}`, and the rooms it keeps; None for a fresh one.
+
+        `user_revoked`: when the backend last disconnected the user, if it did (as `Revoked.admit` read it).
+        """
         pid = auth.get("pid")
         if not isinstance(pid, str) or not pid:
             return None
@@ -195,16 +201,19 @@ class Connector:
         if session is None or session.user_id != identity.user_id:
             log.info("recovery: no session to restore for user=%s", identity.user_id)
             return None
-        if self._revoked is not None and not await self._revoked.recoverable(session):
+        if self._revoked is not None and not self._revoked.recoverable(session, user_revoked):
             log.info("recovery: the session of sid=%s was revoked by the backend", session.sid)
             return None
         if session.sid in self._members or self._server.departing(session.sid):
             await self._take_over(session.sid)
         rooms = []
-        for name in session.rooms:
+        for name in session.rooms:  # still allowed by the token (in callback mode, the backend decides)
             room = parse_room(name)
-            if room is not None and await self._keeps(identity, session, room):
+            if room is not None and await self._auth.may_join(identity, room):
                 rooms.append(room)
+        if self._revoked is not None and rooms:  # and not revoked since it was saved
+            kept = await self._revoked.keeps(identity, session, [room.name for room in rooms])
+            rooms = [room for room, keep in zip(rooms, kept, strict=True) if keep]
         return _Claimed(session, rooms)
 
     async def _replay(self, claimed: _Claimed, offset: object) -> _Restored | None:
@@ -216,15 +225,6 @@ class Connector:
             log.info("recovery: the log no longer holds what sid=%s missed", session.sid)
             return None
         return _Restored(session, rooms, self._since_joined(session, missed))
-
-    async def _keeps(self, identity: Identity, session: Session, room: Room) -> bool:
-        """Whether a recovered session is back in `room`: still allowed, and not revoked since it was saved."""
-        if not await self._auth.may_join(identity, room):
-            return False
-        revoked = self._revoked
-        if revoked is None:
-            return True
-        return await revoked.keeps(session, room.name) and await revoked.may_join(identity, room.name)
 
     def _refuse(self, code: str) -> NoReturn:
         log.info("connect refused: %s", code)

@@ -59,26 +59,35 @@ class Revoked:
             log.warning("revocations of user=%s not read: backend unavailable", user_id)
             return None
 
-    async def admit(self, identity: Identity) -> None:
-        """Raise `AuthError("token_revoked")` when the user was disconnected after this token was issued."""
-        if issued_before(identity, await self._user(identity.user_id)):
+    async def admit(self, identity: Identity) -> float | None:
+        """Raise `AuthError("token_revoked")` when the user was disconnected after this token was issued.
+
+        Returns the user's revocation time, if any (for `recoverable`).
+        """
+        at = await self._user(identity.user_id)
+        if issued_before(identity, at):
             raise AuthError(TOKEN_REVOKED)
+        return at
 
     async def may_join(self, identity: Identity, room: str) -> bool:
         """False when the backend took `room` from this user after the token was issued."""
         return not issued_before(identity, await self._room(identity.user_id, room))
 
-    async def recoverable(self, session: Session) -> bool:
-        """False for a session last changed before its user was disconnected by the backend."""
-        return _after(session, await self._user(session.user_id))
+    @staticmethod
+    def recoverable(session: Session, user_revoked: float | None) -> bool:
+        """False for a session last changed before its user was disconnected (at `user_revoked`, as `admit` read)."""
+        return _after(session, user_revoked)
 
-    async def keeps(self, session: Session, room: str) -> bool:
-        """Whether a recovered session keeps `room`: not if it was revoked after the session last saved it.
-
-        A session saved after the revocation had its sockets taken out of the room then (or joined
-        it again with a newer token).
-        """
-        return _after(session, await self._room(session.user_id, room))
+    async def keeps(self, identity: Identity, session: Session, rooms: list[str]) -> list[bool]:
+        """Whether a recovered session keeps each of `rooms`, read at once: not a room revoked after the
+        session last saved it (a session saved after the revocation had its sockets taken out of the room
+        then, or joined it again), nor one revoked after this token was issued."""
+        try:
+            records = await self._revocations.rooms_revoked(session.user_id, rooms)
+        except BackendUnavailable:
+            log.warning("revocations of user=%s not read: backend unavailable", session.user_id)
+            return [True] * len(rooms)
+        return [_after(session, at) and not issued_before(identity, at) for at in records]
 
 
 def _after(session: Session, at: float | None) -> bool:

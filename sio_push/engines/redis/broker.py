@@ -30,6 +30,7 @@ from ...errors import BackendUnavailable, BrokerUnavailable
 from ...tasks import Backoff, Periodic, stop
 from ..base import Broker, Deliver, Missed, Push
 from .errors import translated, unavailable
+from .recent import MOST_BYTES, MOST_ENTRIES, Recent
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class RedisBroker(Broker):
         self._trimming = Periodic("stream trimming", TRIM_EVERY, self._trim_by_age)
         self._healthy = False
         self._positioned = False  # whether `position` was read from the stream, or is still the origin
+        self._recent = Recent(min(MOST_ENTRIES, self.log_size), min(MOST_BYTES, self.log_bytes))
 
     @property
     def origin(self) -> str:
@@ -161,6 +163,7 @@ class RedisBroker(Broker):
         last: Any = await self._redis.xrevrange(self._stream, "+", "-", count=1)
         self.position = last[0][0].decode() if last else self.origin
         self._positioned = True
+        self._recent.restart(_id(self.position))
 
     async def publish(self, push: Push) -> str | None:
         with unavailable(BrokerUnavailable):
@@ -202,6 +205,7 @@ class RedisBroker(Broker):
             try:
                 batches = await self._read()
             except BackendUnavailable as exc:
+                self._recent.forget()  # the stream may have been trimmed past what this reader read
                 await self._outage(backoff, exc, "read")
                 continue
             if backoff.reset() or not self._healthy:
@@ -216,6 +220,8 @@ class RedisBroker(Broker):
                     except (KeyError, ValueError, TypeError):
                         log.warning("stream entry %s is not a push; skipped", offset)
                         continue
+                    if self.logging:
+                        self._recent.add(_id(offset), offset, push, len(fields[b"p"]))
                     try:
                         await deliver(push, offset if self.logging else None)
                     except Exception:
@@ -274,6 +280,9 @@ class RedisBroker(Broker):
         return _id(offset)
 
     async def replay(self, after: str, rooms: Collection[str]) -> Missed | None:
+        recent = self._replay_recent(after, rooms)
+        if recent is not None:
+            return recent
         wanted = set(rooms)
         try:
             if not await self._holds(after):
@@ -296,6 +305,19 @@ class RedisBroker(Broker):
             return None
         position = _id(self.position)
         return [(offset, push) for offset, push in missed if _id(offset) <= position]
+
+    def _replay_recent(self, after: str, rooms: Collection[str]) -> Missed | None:
+        """The replay from what this process read last, if that holds all of it (None: ask Redis).
+
+        Not for an offset older than the log's age: Redis may have trimmed what follows it.
+        """
+        try:
+            after_id = _id(after)
+        except ValueError:
+            return None
+        if after_id[0] < (time.time() - self.log_seconds) * 1000:
+            return None
+        return self._recent.after(after_id, rooms)
 
     @translated
     async def _holds(self, after: str) -> bool:

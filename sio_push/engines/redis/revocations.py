@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import redis.asyncio as redis
 
 from ..base import Revocations
@@ -30,11 +33,11 @@ class RedisRevocations(Revocations):
 
     @translated
     async def _get(self, key: str) -> float | None:
-        raw = await self._redis.get(key)
-        try:
-            return float(raw) if raw is not None else None
-        except ValueError:
-            return None
+        return _time(await self._redis.get(key))
+
+    @translated
+    async def _get_all(self, keys: list[str]) -> list[float | None]:
+        return [_time(raw) for raw in await self._redis.mget(keys)] if keys else []
 
     async def revoke_user(self, user_id: str, at: float) -> None:
         await self._put(self._key(user_id), at)
@@ -47,3 +50,14 @@ class RedisRevocations(Revocations):
 
     async def room_revoked(self, user_id: str, room: str) -> float | None:
         return await self._get(self._key(user_id, room))
+
+    async def rooms_revoked(self, user_id: str, rooms: Sequence[str]) -> list[float | None]:
+        return await self._get_all([self._key(user_id, room) for room in rooms])
+
+
+def _time(raw: Any) -> float | None:
+    """A stored revocation time; None for none (or one that is not a number)."""
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
