@@ -31,6 +31,7 @@ _BIGROOM_FIGURES = (
     "state_bytes_mean",
     "state_bytes_max",
     "presence_settle_s",
+    "admission_refusals",
 )
 _RECONNECT_FIGURES = (
     "all_back_s",
@@ -40,6 +41,7 @@ _RECONNECT_FIGURES = (
     "drops_spread_s",
     "reconnect_failures",
     "reconnect_attempts",
+    "reconnect_refusals",
     "recovered",
     "not_recovered",
     "pushes_sent",

@@ -54,8 +54,9 @@ def create_app(settings: Settings) -> web.Application:
     the push API under `/api/`, the demo if asked."""
     install_client_error_filter()  # aiohttp's lines about malformed requests: one line, no request text
     max_connections = settings.max_connections if settings.max_connections is not None else default_max_connections()
-    admission = Admission(settings.connect_rate, max_connections)
+    admission = Admission(settings.connect_rate, max_connections, settings.connect_max_lag_ms / 1000)
     app = web.Application(middlewares=[admission.middleware, http.error_middleware])
+    app.cleanup_ctx.append(admission.watch_lag)
     engine = create_engine(settings)
     metrics = Metrics(settings.metrics_dir)
     auth = create_auth(settings)

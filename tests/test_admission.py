@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import time
 
 import aiohttp
 
@@ -76,3 +77,25 @@ async def test_connections_over_the_cap_get_503_until_one_closes(make_server, co
     await first.close()
     await client.next("connect")
     assert (await client.next("ack"))["answer"]["ok"] is True
+
+
+def _hold_the_loop(seconds: float) -> None:
+    """Block the event loop, which the in-process server shares: a process too busy to keep up."""
+    time.sleep(seconds)
+
+
+async def test_handshakes_while_the_event_loop_runs_late_get_503_until_it_catches_up(make_server):
+    server = await make_server(connect_max_lag_ms=100)
+    assert (await _websocket_handshake(server))[0] == 101
+    _hold_the_loop(0.3)
+    status, headers = await _websocket_handshake(server)
+    assert status == 503 and headers["Retry-After"] == "1"
+    _hold_the_loop(0.3)
+    assert (await _get(server, "/socket.io/?EIO=4&transport=polling"))[0] == 503
+    assert (await server.push("/api/channel", channel_id="c1"))[0] == 200  # the push API never is refused
+    for _ in range(50):  # a timer or two on time, and new connections are taken again
+        await asyncio.sleep(0.02)
+        status, _ = await _websocket_handshake(server)
+        if status == 101:
+            break
+    assert status == 101

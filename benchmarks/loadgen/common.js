@@ -20,6 +20,7 @@ const DEFAULTS = {
   read_pace_ms: 0, // fan-out: read each socket at most once per this many ms (0: as data comes)
   warmup_sockets: 100, // memory: connected and closed before the baseline
   connect_timeout_s: 30,
+  admission_tries: 20, // a handshake refused with 503 (admission) is tried again this many times at most
   idle_timeout_s: 15, // give up waiting for deliveries after this long without one
   quiet_ms: 300, // the sockets are settled when nothing arrived for this long
   quiet_max_s: 240,
@@ -105,27 +106,55 @@ function makeClients(tally, count, prefix = 'bench', options = {}) {
 }
 
 /** Connects every client with at most `concurrency` handshakes in flight. */
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+/** socket.io-client's reconnection delay: min(1000 * 2^attempt, 5000) ms, then +- 50% at random. */
+function backoffMs(attempt) {
+  const ms = Math.min(1000 * 2 ** attempt, 5000);
+  const deviation = Math.random() * 0.5 * ms;
+  return Math.floor(Math.random() * 10) & 1 ? ms + deviation : ms - deviation;
+}
+
+/** Whether a connect failed because the server's admission refused the handshake (HTTP 503). */
+const refusedByAdmission = (err) => /^handshake refused: HTTP\/1\.1 503 /.test(String(err && err.message));
+
+/**
+ * Connects `clients`, `concurrency` handshakes in flight. A handshake refused by admission (503) is tried
+ * again after socket.io-client's delay, as that client does; it is a failure only when it never gets in.
+ */
 async function connectAll(clients) {
   let next = 0;
   let failures = 0;
+  let refusals = 0;
   const errors = {};
   const worker = async () => {
     while (next < clients.length) {
       const client = clients[next];
       next += 1;
-      try {
-        await client.connect(cfg.connect_timeout_s * 1000);
-      } catch (err) {
-        failures += 1;
-        const key = String(err && err.message).slice(0, 80);
-        errors[key] = (errors[key] || 0) + 1;
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          await client.connect(cfg.connect_timeout_s * 1000);
+          break;
+        } catch (err) {
+          if (refusedByAdmission(err) && attempt + 1 < cfg.admission_tries) {
+            refusals += 1;
+            await sleep(backoffMs(attempt));
+            continue;
+          }
+          failures += 1;
+          const key = String(err && err.message).slice(0, 80);
+          errors[key] = (errors[key] || 0) + 1;
+          break;
+        }
       }
     }
   };
   const workers = [];
   for (let i = 0; i < Math.min(cfg.concurrency, clients.length); i += 1) workers.push(worker());
   await Promise.all(workers);
-  return { connected: clients.length - failures, connect_failures: failures, connect_errors: errors };
+  return {
+    connected: clients.length - failures, connect_failures: failures, connect_errors: errors, admission_refusals: refusals,
+  };
 }
 
 /** Resolves once no frame arrived for `quiet_ms` (bounded by `quiet_max_s`): setup traffic is over. */
@@ -225,5 +254,5 @@ function checkpoint(name, extra) {
 
 module.exports = {
   cfg, emit, die, Meter, makeClients, connectAll, waitQuiet, setUp, waitDeliveries, checks, percentile, checkpoint,
-  remainingS, note,
+  remainingS, note, sleep, backoffMs, refusedByAdmission,
 };

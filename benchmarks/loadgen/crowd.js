@@ -11,9 +11,8 @@ const { Tally } = require('./client');
 const { PayloadFactory, Pusher, epochMs } = require('./push');
 const {
   cfg, Meter, makeClients, connectAll, waitQuiet, waitDeliveries, checks, percentile, checkpoint, remainingS, note,
+  sleep, backoffMs, refusedByAdmission,
 } = require('./common');
-
-const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 function stats(values, prefix) {
   const sorted = Float64Array.from(values).sort();
@@ -26,13 +25,6 @@ function stats(values, prefix) {
   };
 }
 
-/** socket.io-client's backoff: min(1000 * 2^attempt, 5000) ms, then +- 50% at random. */
-function backoffMs(attempt) {
-  const ms = Math.min(1000 * 2 ** attempt, 5000);
-  const deviation = Math.random() * 0.5 * ms;
-  return Math.floor(Math.random() * 10) & 1 ? ms + deviation : ms - deviation;
-}
-
 /** Reconnects dropped clients the way socket.io-client does, asking for recovery; counts how it went. */
 class Reconnector {
   constructor(url, giveUpMs) {
@@ -42,6 +34,7 @@ class Reconnector {
     this.back = 0;
     this.failed = 0;
     this.attempts = 0;
+    this.refusals = 0; // attempts refused by the server's admission (503), tried again like the others
     this.errors = {};
     this.handshakes = []; // ms from a successful attempt's start to the socket being back
     this.backTimes = []; // performance.now() of each socket's return
@@ -72,6 +65,7 @@ class Reconnector {
         this.settle();
         return;
       } catch (err) {
+        if (refusedByAdmission(err)) this.refusals += 1;
         const key = String(err && err.message).slice(0, 80);
         this.errors[key] = (this.errors[key] || 0) + 1;
       }
@@ -113,6 +107,7 @@ class Reconnector {
       reconnect_failures: this.failed,
       reconnect_attempts: this.attempts,
       reconnect_errors: this.errors,
+      reconnect_refusals: this.refusals,
       all_back_s: (last - startAt) / 1000,
       drops_spread_s: this.dropTimes.length ? (Math.max(...this.dropTimes) - Math.min(...this.dropTimes)) / 1000 : 0,
       peak_reconnects_per_s: this.peakPerSecond(),

@@ -11,6 +11,7 @@ several target rooms of one push is one recipient and gets the push once.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -26,6 +27,10 @@ from ..shims.socketio import NAMESPACE, PushServer
 log = logging.getLogger(__name__)
 
 INTERNAL = "presence_internal:"  # events between processes, never written to a socket (the API refuses presence_*)
+# The newest logged pushes kept encoded (by offset, at most this many and this many bytes of frames):
+# the recovering sockets of a reconnect storm replay the same recent pushes.
+ENCODED_KEPT = 2000
+ENCODED_BYTES = 8 * 1024 * 1024
 
 
 def _send(socket: Any, frame: bytes, pkt: eio_packet.Packet) -> None:
@@ -66,6 +71,9 @@ class Fanout:
         self._deliveries = metrics.deliveries if metrics is not None else None
         self.others: Others | None = None  # set once, when the other protocol is served
         self._internal: Callable[[Push], None] | None = None
+        # offset -> the push's packet and frame: recovering sockets replay the same recent pushes
+        self._encoded: OrderedDict[str, tuple[eio_packet.Packet, bytes]] = OrderedDict()
+        self._encoded_bytes = 0
 
     def on_internal(self, handler: Callable[[Push], None]) -> None:
         """Hand every push whose event starts with `INTERNAL` to `handler` (in this process), instead of sockets."""
@@ -97,22 +105,35 @@ class Fanout:
         """Send one packet to one socket at once, behind whatever it already has queued."""
         _send(self._server.socket_of(eio_sid), packet_frame(pkt), pkt)
 
+    def _logged(self, push: Push, offset: str) -> tuple[eio_packet.Packet, bytes]:
+        """The packet and frame of a logged push, encoded once for every socket that replays it."""
+        encoded = self._encoded.get(offset)
+        if encoded is None:
+            pkt = encode(push.event, push.data, offset)
+            encoded = self._encoded[offset] = (pkt, packet_frame(pkt))
+            self._encoded_bytes += len(encoded[1])
+            while len(self._encoded) > ENCODED_KEPT or self._encoded_bytes > ENCODED_BYTES:
+                self._encoded_bytes -= len(self._encoded.popitem(last=False)[1][1])
+        return encoded
+
     def replay(self, eio_sid: str, missed: Missed) -> None:
-        """Write a recovering socket's missed pushes, in order, all at once.
+        """Write a recovering socket's missed pushes, in order, all at once (in one write if it can).
 
         They may be more than the socket's bound of unsent bytes: the client has had no time to read
         them, so the bound is raised by their size until it has (a slow reader is still cut off then).
         """
         socket = self._server.socket_of(eio_sid)
-        packets = [encode(push.event, push.data, offset) for offset, push in missed]
-        frames = [packet_frame(pkt) for pkt in packets]
+        encoded = [self._logged(push, offset) for offset, push in missed]
+        packets = [pkt for pkt, _ in encoded]
+        frames = [frame for _, frame in encoded]
+        if not isinstance(socket, DirectSocket):
+            for frame, pkt in zip(frames, packets, strict=True):
+                _send(socket, frame, pkt)
+            return
         size = sum(len(frame) for frame in frames)
-        if isinstance(socket, DirectSocket):
-            socket.allow(size)
-        for frame, pkt in zip(frames, packets, strict=True):
-            _send(socket, frame, pkt)
-        if isinstance(socket, DirectSocket):
-            socket.allow(size, written=True)
+        socket.allow(size)
+        socket.push_all(frames, packets)
+        socket.allow(size, written=True)
 
     async def deliver(self, push: Push, offset: str | None) -> None:
         if push.event.startswith(INTERNAL):
@@ -128,8 +149,11 @@ class Fanout:
         eio_sids = self.recipients(push.rooms)
         if eio_sids:
             count += len(eio_sids)
-            pkt = encode(push.event, push.data, offset)
-            frame = packet_frame(pkt)
+            if offset is None:
+                pkt = encode(push.event, push.data)
+                frame = packet_frame(pkt)
+            else:
+                pkt, frame = self._logged(push, offset)
             sockets = self._server.eio.sockets
             for eio_sid in eio_sids:
                 _send(sockets.get(eio_sid), frame, pkt)

@@ -42,6 +42,15 @@ while true do
 end
 """
 
+# KEYS: the room's hash, the room's index. ARGV: the socket's field. Its `[user_id, meta]`, removed (nil: none).
+_LEAVE = """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], cjson.decode(value)[1] .. '\\n' .. ARGV[1])
+return value
+"""
+
 
 class RedisPresence(PresenceStore):
     """Presence of every process's sockets.
@@ -59,6 +68,7 @@ class RedisPresence(PresenceStore):
         self._next_read: dict[str, asyncio.Future[State]] = {}  # room -> the read that callers now will share
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._first = client.register_script(_FIRST)
+        self._leave = client.register_script(_LEAVE)
 
     def _room_key(self, room: str) -> str:
         return f"{self._key_prefix}presence:{room}"
@@ -102,14 +112,11 @@ class RedisPresence(PresenceStore):
 
     @translated
     async def leave(self, room: str, sid: str) -> dict[str, State] | None:
-        entry = await self._get(room, sid)
-        if entry is None:
+        raw = await self._leave(keys=[self._room_key(room), self._index_key(room)], args=[self._field(sid)])
+        if raw is None:
             return None
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hdel(self._room_key(room), self._field(sid))
-            pipe.zrem(self._index_key(room), f"{entry[0]}\n{self._field(sid)}")
-            await pipe.execute()
-        return diff(entry[0], left=entry[1])
+        user_id, meta = loads(raw)
+        return diff(user_id, left=meta)
 
     @translated
     async def first(self, room: str, limit: int) -> State:

@@ -251,6 +251,16 @@ class DirectSocket(AsyncSocket):
             self.queue.put_nowait(pkt)
             self._check_queue()
 
+    def push_all(self, frames: list[bytes], packets: list[eio_packet.Packet]) -> None:
+        """Send packets whose frames are built, in order: in one write if possible, else each as `push` does."""
+        transport = self._direct()
+        if transport is None:
+            for frame, pkt in zip(frames, packets, strict=True):
+                self.push(frame, pkt)
+            return
+        self.flush()  # what was gathered for the batch goes first
+        transport.write(b"".join(frames))
+
     async def send(self, pkt: eio_packet.Packet) -> None:
         transport = self._direct()
         if transport is None:
