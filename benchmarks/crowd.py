@@ -31,6 +31,9 @@ _BIGROOM_FIGURES = (
     "state_bytes_mean",
     "state_bytes_max",
     "presence_settle_s",
+    "large_join_bytes_p99",
+    "large_join_bytes_max",
+    "joined_large",
     "admission_refusals",
 )
 _RECONNECT_FIGURES = (

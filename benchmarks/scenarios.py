@@ -150,15 +150,23 @@ METRICS = (
         metric
         for scenario, how in (("bigroom", "64 in flight"), ("bigroom_burst", "all at once"))
         for metric in (
-            Metric(scenario, "connects_per_s", f"big room, {how}: connects", "connects/s", True),
+            Metric(scenario, "connects_per_s", f"big room, {how}: connects", "connects/s", True, 1.0),
             Metric(scenario, "join_ack_ms_p50", f"big room, {how}: join ack p50", "ms", False),
             Metric(scenario, "join_ack_ms_p99", f"big room, {how}: join ack p99", "ms", False),
             Metric(scenario, "presence_bytes_mean", f"big room, {how}: presence bytes per joiner, mean", "B", False),
             Metric(scenario, "presence_bytes_max", f"big room, {how}: presence bytes per joiner, max", "B", False),
+            Metric(
+                scenario,
+                "large_join_bytes_p99",
+                f"big room, {how}: presence bytes per joiner once large (counts aside), p99",
+                "B",
+                False,
+            ),
             Metric(scenario, "presence_settle_s", f"big room, {how}: presence traffic settled after", "s", False),
         )
     ),
-    Metric("storm", "all_back_s", "storm: every socket back after", "s", False),
+    Metric("storm", "all_back_s", "storm: every socket back after", "s", False, 1.0),
+    Metric("storm", "reconnect_failures", "storm: sockets that never came back", "", False),
     Metric("storm", "handshake_ms_p99", "storm: reconnect handshake p99", "ms", False),
     Metric("storm", "pushes_lost", "storm: pushes lost (all sockets)", "", False),
     Metric("storm", "pushes_doubled", "storm: pushes doubled (all sockets)", "", False),

@@ -86,13 +86,17 @@ class Admission:
     :param rate: new connections a second (the bucket holds `BURST` seconds of it).
     :param max_connections: the most open at once; None for no cap.
     :param max_lag: refuse while the event loop runs its timers later than this, in seconds (0: never).
+    :param max_connecting: the most new connections being set up at once (0: no cap), as `count_connecting`
+        counts them.
     """
 
-    def __init__(self, rate: float, max_connections: int | None, max_lag: float = 0.0) -> None:
+    def __init__(self, rate: float, max_connections: int | None, max_lag: float = 0.0, max_connecting: int = 0) -> None:
         self._bucket = TokenBucket(rate, rate * BURST)
         self.max_connections = max_connections
         self.max_lag = max_lag
         self.lag = LoopLag()
+        self.max_connecting = max_connecting
+        self._connecting: Callable[[], int] = lambda: 0
         self._open = 0  # connections held by our own protocols (Front, Connection)
         self._others: Callable[[], int] = lambda: 0
         self.refused = 0
@@ -100,6 +104,10 @@ class Admission:
     def count_also(self, others: Callable[[], int]) -> None:
         """Count the connections `others()` says are open elsewhere (aiohttp's) as open too."""
         self._others = others
+
+    def count_connecting(self, connecting: Callable[[], int]) -> None:
+        """Count as being set up what `connecting()` says (the sessions whose Socket.IO CONNECT is not answered)."""
+        self._connecting = connecting
 
     @property
     def open(self) -> int:
@@ -115,6 +123,8 @@ class Admission:
         """0 to take a new connection now (using up its share of the rate), else seconds to come back after."""
         if self.max_connections is not None and self.open > self.max_connections:
             return self._refuse(FULL_RETRY, "open connections")
+        if self.max_connecting and self._connecting() >= self.max_connecting:
+            return self._refuse(LATE_RETRY, "connections being set up")
         if self.max_lag and self.lag.late > self.max_lag:
             return self._refuse(LATE_RETRY, "event loop's lag")
         if not self._bucket.take():

@@ -54,7 +54,9 @@ def create_app(settings: Settings) -> web.Application:
     the push API under `/api/`, the demo if asked."""
     install_client_error_filter()  # aiohttp's lines about malformed requests: one line, no request text
     max_connections = settings.max_connections if settings.max_connections is not None else default_max_connections()
-    admission = Admission(settings.connect_rate, max_connections, settings.connect_max_lag_ms / 1000)
+    admission = Admission(
+        settings.connect_rate, max_connections, settings.connect_max_lag_ms / 1000, settings.max_connecting
+    )
     app = web.Application(middlewares=[admission.middleware, http.error_middleware])
     app.cleanup_ctx.append(admission.watch_lag)
     engine = create_engine(settings)
@@ -68,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH] = auth
     app[ENGINE] = engine
     app[SOCKETS] = sockets
+    admission.count_connecting(lambda: len(sockets.server.connecting))
     app[PHOENIX] = create_phoenix(settings, auth, engine, sockets, metrics)
     http.setup_routes(app)
     if settings.demo:

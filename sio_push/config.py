@@ -57,6 +57,7 @@ class Settings:
     # 2.9 s, none timing out (unlimited: 29 s, 5.3 s, 2,078 timeouts); 10,000 back in ~45 s (.env.example).
     connect_rate: float = 200.0
     connect_max_lag_ms: float = 0.0  # refuse new connections while the loop runs later than this (0: never)
+    max_connecting: int = 0  # refuse new connections while this many are being set up (0: no cap)
     max_connections: int | None = None  # None: 90% of the file-descriptor limit
     drain_seconds: float = 10.0
     # §7 limits, expiry, revocation
@@ -276,6 +277,7 @@ def load_settings(
         presence_max_users=_whole(env, "PUSH_PRESENCE_MAX_USERS", 500, problems),
         connect_rate=_number(env, "PUSH_CONNECT_RATE", 200, problems, minimum=0.1),
         connect_max_lag_ms=_number(env, "PUSH_CONNECT_MAX_LAG_MS", 0, problems, minimum=0),
+        max_connecting=int(_number(env, "PUSH_MAX_CONNECTING", 0, problems, minimum=0)),
         max_connections=max_connections,
         drain_seconds=_number(env, "PUSH_DRAIN_SECONDS", 10, problems),
         max_rooms_per_socket=_whole(env, "PUSH_MAX_ROOMS_PER_SOCKET", 100, problems, minimum=1),

@@ -9,6 +9,7 @@ import os
 import time
 
 import aiohttp
+import socketio
 
 from .conftest import Server, make_token
 
@@ -99,3 +100,31 @@ async def test_handshakes_while_the_event_loop_runs_late_get_503_until_it_catche
         if status == 101:
             break
     assert status == 101
+
+
+async def _open_websocket(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A websocket on the Socket.IO path, handshake done and kept open, no Socket.IO CONNECT sent yet."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    head = "".join(f"{name}: {value}\r\n" for name, value in WEBSOCKET_HEADERS.items())
+    writer.write(f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode())
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+async def test_handshakes_beyond_the_connections_being_set_up_get_503_until_one_is(make_server, client_factory):
+    server = await make_server(max_connecting=2)
+    first, second = await _open_websocket(server), await _open_websocket(server)  # no CONNECT sent: being set up
+    status, headers = await _websocket_handshake(server)
+    assert status == 503 and headers["Retry-After"] == "1"
+    first[1].close()
+    client = client_factory()
+    for _ in range(100):  # refused until the server has seen the first one go
+        try:
+            await client.connect(server, make_token("una", rooms=["room:*"]))
+            break
+        except socketio.exceptions.ConnectionError:
+            await asyncio.sleep(0.05)
+    assert (await client.join("room:lobby:c1"))["ok"] is True
+    # Its CONNECT answered, the client no longer counts: the second alone is being set up.
+    assert (await _websocket_handshake(server))[0] == 101
+    second[1].close()

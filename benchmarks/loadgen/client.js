@@ -116,6 +116,8 @@ class RawClient {
     this.joinedAt = 0;
     this.presenceBytes = 0; // bytes of presence_* frames received, and of presence_state alone
     this.stateBytes = 0;
+    this.countBytes = 0; // of presence_count alone (sent at most once a second to a large room's members)
+    this.joinedLarge = null; // whether the first presence_state said the room was large (null: none came)
   }
 
   /**
@@ -225,7 +227,11 @@ class RawClient {
     const name = end > 4 && buf[2] === 0x5b && buf[3] === 0x22 ? buf.toString('utf8', 4, end) : '?';
     if (name.startsWith('presence')) {
       this.presenceBytes += buf.length;
-      if (name === 'presence_state') this.stateBytes += buf.length;
+      if (name === 'presence_count') this.countBytes += buf.length;
+      if (name === 'presence_state') {
+        if (this.joinedLarge === null) this.joinedLarge = buf.includes('"large":true');
+        this.stateBytes += buf.length;
+      }
     }
     this.tally.otherEventNames[name] = (this.tally.otherEventNames[name] || 0) + 1;
   }

@@ -209,6 +209,9 @@ async function runBigroom(tally) {
     ...stats(joined.map((c) => c.joinedAt - c.startedAt), 'connect_ms'),
     ...stats(joined.map((c) => c.presenceBytes), 'presence_bytes'),
     ...stats(joined.map((c) => c.stateBytes), 'state_bytes'),
+    // What joining a large room cost each joiner in presence: everything but the once-a-second counts.
+    ...stats(joined.filter((c) => c.joinedLarge).map((c) => c.presenceBytes - c.countBytes), 'large_join_bytes'),
+    joined_large: joined.filter((c) => c.joinedLarge).length,
     loadgen,
   };
   for (const c of clients) c.close();

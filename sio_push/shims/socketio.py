@@ -92,6 +92,7 @@ class PushServer(socketio.AsyncServer):
         super().__init__(client_manager=IndexedManager(), **kwargs)
         self.bad_input = BadInputLog(log)
         self._departing: dict[str, asyncio.Future[None]] = {}  # sid -> done when its disconnect is over
+        self.connecting: set[str] = set()  # Engine.IO sessions whose Socket.IO CONNECT is not answered yet
 
     def attach_connector(self, connector: Connector, connect_timeout: float) -> None:
         self.connector = connector
@@ -103,6 +104,7 @@ class PushServer(socketio.AsyncServer):
         return PushEngine
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        self.connecting.add(eio_sid)
         socket = self.eio.adopt(eio_sid)
         timer = asyncio.get_running_loop().call_later(self.connect_timeout, self._expect_connected, eio_sid)
         if socket is not None:
@@ -124,6 +126,12 @@ class PushServer(socketio.AsyncServer):
             await self.connector.open(eio_sid, self.environ.get(eio_sid, {}), auth)
         except exceptions.ConnectionRefusedError as exc:
             await self.refuse(eio_sid, exc.error_args)
+        finally:
+            self.connecting.discard(eio_sid)
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        self.connecting.discard(eio_sid)
+        await super()._handle_eio_disconnect(eio_sid, reason)
 
     async def _handle_disconnect(self, eio_sid: str, namespace: str | None, reason: Any = None) -> None:
         """python-socketio's, with the end of each sid's disconnect known to `departed`.
