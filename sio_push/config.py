@@ -53,11 +53,12 @@ class Settings:
     uvloop: bool = True
     # §6 large rooms, admission, drain
     presence_max_users: int = 500  # 0: no limit
-    # New connections a second, burst 5x. 200 by measurement: a storm of 5,000 back in 13 s, handshake p99
-    # 2.9 s, none timing out (unlimited: 29 s, 5.3 s, 2,078 timeouts); 10,000 back in ~45 s (.env.example).
-    connect_rate: float = 200.0
-    connect_max_lag_ms: float = 0.0  # refuse new connections while the loop runs later than this (0: never)
-    max_connecting: int = 0  # refuse new connections while this many are being set up (0: no cap)
+    # Admission of new connections (admission.py; the defaults' measurements are in .env.example): a rate
+    # (burst 5x) as a ceiling, and the pace fitted to the process by the connections being set up at once
+    # and by how late the event loop runs.
+    connect_rate: float = 1000.0
+    max_connecting: int = 128  # 0: no cap
+    connect_max_lag_ms: float = 250.0  # 0: never refuse for it
     max_connections: int | None = None  # None: 90% of the file-descriptor limit
     drain_seconds: float = 10.0
     # §7 limits, expiry, revocation
@@ -275,9 +276,9 @@ def load_settings(
         uvloop=_flag(env, "PUSH_UVLOOP", True),
         transports=transports,
         presence_max_users=_whole(env, "PUSH_PRESENCE_MAX_USERS", 500, problems),
-        connect_rate=_number(env, "PUSH_CONNECT_RATE", 200, problems, minimum=0.1),
-        connect_max_lag_ms=_number(env, "PUSH_CONNECT_MAX_LAG_MS", 0, problems, minimum=0),
-        max_connecting=int(_number(env, "PUSH_MAX_CONNECTING", 0, problems, minimum=0)),
+        connect_rate=_number(env, "PUSH_CONNECT_RATE", 1000, problems, minimum=0.1),
+        connect_max_lag_ms=_number(env, "PUSH_CONNECT_MAX_LAG_MS", 250, problems, minimum=0),
+        max_connecting=int(_number(env, "PUSH_MAX_CONNECTING", 128, problems, minimum=0)),
         max_connections=max_connections,
         drain_seconds=_number(env, "PUSH_DRAIN_SECONDS", 10, problems),
         max_rooms_per_socket=_whole(env, "PUSH_MAX_ROOMS_PER_SOCKET", 100, problems, minimum=1),

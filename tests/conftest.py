@@ -103,7 +103,11 @@ async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
 
 
 def base_settings(**overrides: Any) -> Settings:
-    settings = Settings(service_key=SERVICE_KEY, jwt_secret=SECRET, host="127.0.0.1", port=0, drain_seconds=0)
+    # In-process servers share the event loop with the test's own clients, whose work would count as the
+    # server's lateness: admission by the loop's lag is off unless a test asks for it (test_admission).
+    settings = Settings(
+        service_key=SERVICE_KEY, jwt_secret=SECRET, host="127.0.0.1", port=0, drain_seconds=0, connect_max_lag_ms=0
+    )
     return dataclasses.replace(settings, **overrides)
 
 

@@ -261,6 +261,7 @@ async def test_websocket_transport_finds_the_transport_of_an_open_aiohttp_websoc
         (PushServer, socketio.AsyncServer, "_handle_connect"),
         (PushServer, socketio.AsyncServer, "_handle_eio_message"),
         (PushServer, socketio.AsyncServer, "_handle_disconnect"),
+        (PushServer, socketio.AsyncServer, "_handle_eio_disconnect"),
         (IndexedManager, socketio.AsyncManager, "basic_enter_room"),
         (IndexedManager, socketio.AsyncManager, "basic_leave_room"),
         (IndexedManager, socketio.AsyncManager, "get_rooms"),
