@@ -45,6 +45,7 @@ class Sizes:
     soak_rate: float = 10.0  # pushes/s, each to one room of soak_room_size in turn
     soak_room_size: int = 100
     soak_sample_s: float = 10.0
+    soak_redteam_scale: float = 1.0  # the red-team inputs replayed a third of the way in (0: none)
     recovery_seconds: int = 120  # the Node peer's connectionStateRecovery window in storm and drain
 
     def with_overrides(self, overrides: dict[str, str]) -> Sizes:
@@ -76,6 +77,7 @@ QUICK = Sizes(
     soak_churn=5,
     soak_room_size=10,
     soak_sample_s=0.5,
+    soak_redteam_scale=0.0,
 )
 
 
@@ -154,6 +156,7 @@ _PROBLEM_KEYS = (
     "push_failures",
     "unexpected_closes",
     "reconnect_failures",
+    "redteam_not_as_contract",
 )
 _CHECK_KEYS = (
     *_PROBLEM_KEYS,

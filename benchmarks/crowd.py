@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks import procs, soakchart
+from benchmarks import procs, redteam, soakchart
 from benchmarks.common import Context, Outcome, drive
 from benchmarks.servers import NODE, Running, serve
 
@@ -162,8 +162,7 @@ def _metric_sockets(port: int, key: str) -> float:
     return math.nan
 
 
-async def _sample(server: Running, key: str, every: float, into: list[dict[str, float]]) -> None:
-    t0 = time.monotonic()
+async def _sample(server: Running, key: str, every: float, into: list[dict[str, float]], t0: float) -> None:
     while True:
         sockets = await asyncio.to_thread(_metric_sockets, server.port, key)
         into.append(
@@ -182,10 +181,26 @@ async def soak(ctx: Context, server: Running, outcome: Outcome) -> None:
     s = ctx.sizes
     samples: list[dict[str, float]] = []
     sampler: list[asyncio.Task[None]] = []
+    attacks: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+
+    async def red_team() -> None:
+        """The red-team inputs, replayed one after another a third of the way into the soak."""
+        await asyncio.sleep(s.soak_seconds / 3)
+        began = time.monotonic() - t0
+        url = f"http://127.0.0.1:{server.port}"
+        for attack in await redteam.attack_all(url, ctx.keys.service_key, ctx.keys.jwt_secret, scale=scale):
+            attacks.append({**attack, "at_s": began + attack["started_s"]})
+
+    scale = s.soak_redteam_scale
 
     async def sample(name: str, _message: dict[str, Any]) -> None:
+        nonlocal t0
         if name == "soak_start":
-            sampler.append(asyncio.create_task(_sample(server, ctx.keys.service_key, s.soak_sample_s, samples)))
+            t0 = time.monotonic()
+            sampler.append(asyncio.create_task(_sample(server, ctx.keys.service_key, s.soak_sample_s, samples, t0)))
+            if scale > 0 and outcome.server != NODE:  # the peer has no push API to attack
+                sampler.append(asyncio.create_task(red_team()))
         elif name == "soak_end":
             for task in sampler:
                 task.cancel()
@@ -212,8 +227,14 @@ async def soak(ctx: Context, server: Running, outcome: Outcome) -> None:
     outcome.figures["churn_connect_failures"] = float(result.get("churn_connect_failures", 0))
     outcome.figures["pushes_sent"] = float(result.get("pushes_sent", 0))
     outcome.checks["flat"] = soakchart.verdicts(outcome.figures)
+    marked = None
+    if attacks:
+        outcome.checks["redteam"] = attacks
+        outcome.checks["redteam_not_as_contract"] = sum(not (a["ok"] and a["healthy"]) for a in attacks)
+        outcome.figures["redteam_inputs"] = float(len(attacks))
+        marked = (attacks[0]["at_s"], max(a["at_s"] + a["seconds"] for a in attacks))
     if ctx.out is not None and samples:
         path = Path(ctx.out) / f"{ctx.name}-soak-{outcome.server}-{outcome.repetition + 1}.png"
         with contextlib.suppress(ImportError):
-            soakchart.chart(path, samples, f"soak: {outcome.server}, run {outcome.repetition + 1}")
+            soakchart.chart(path, samples, f"soak: {outcome.server}, run {outcome.repetition + 1}", marked)
             outcome.checks["chart"] = path.name

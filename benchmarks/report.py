@@ -128,7 +128,33 @@ def markdown(outcomes: Sequence[Outcome], header: dict[str, str], title: str) ->
     extra = _details(outcomes)
     if extra:
         lines += ["", "## Details", "", *extra]
+    lines += _red_team(outcomes)
     return "\n".join(lines) + "\n"
+
+
+def _red_team(outcomes: Sequence[Outcome]) -> list[str]:
+    """The red-team inputs replayed during a soak (benchmarks/redteam.py), one row per input."""
+    lines = []
+    for o in outcomes:
+        attacks = o.checks.get("redteam")
+        if not attacks:
+            continue
+        lines += [
+            "",
+            f"## Red-team inputs replayed during the soak ({o.server}, run {o.repetition + 1})",
+            "",
+            "Started at the time shown (seconds into the measured soak, shaded red in the chart), one after",
+            "another, while the soak's sockets, pushes and churn went on.",
+            "",
+            "| input | at (s) | took (s) | what the server did | as the contract says | healthy after |",
+            "|---|---:|---:|---|---|---|",
+        ]
+        for a in attacks:
+            lines.append(
+                f"| {a.get('attack', '?')} | {a.get('at_s', math.nan):.0f} | {a.get('seconds', math.nan):.1f} "
+                f"| {a.get('answer', '')} | {'yes' if a.get('ok') else 'NO'} | {'yes' if a.get('healthy') else 'NO'} |"
+            )
+    return lines
 
 
 def _settings(outcomes: Sequence[Outcome]) -> list[str]:

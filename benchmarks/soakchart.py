@@ -35,8 +35,10 @@ def verdicts(figures: dict[str, float]) -> dict[str, bool | None]:
     return found
 
 
-def chart(path: Path, samples: Sequence[dict[str, float]], title: str) -> None:
-    """One panel per series against time, the warm-up shaded."""
+def chart(
+    path: Path, samples: Sequence[dict[str, float]], title: str, marked: tuple[float, float] | None = None
+) -> None:
+    """One panel per series against time, the warm-up shaded, and `marked` (from, to: seconds) in red."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,6 +51,8 @@ def chart(path: Path, samples: Sequence[dict[str, float]], title: str) -> None:
         values = [row.get(name, math.nan) for row in samples]
         ax.plot(times, values, marker=".", color="#2f6db5")
         ax.axvspan(0, warm, color="#dddddd", label="warm-up")
+        if marked is not None:
+            ax.axvspan(*marked, color="#f4b6b6", label="red-team inputs")
         growth, _spread = flatness(values)
         verdict = "—" if not math.isfinite(growth) else f"{growth:+.1f}% after warm-up"
         ax.set_title(f"{label}\n{verdict}", fontsize=9)

@@ -136,7 +136,10 @@ async def test_redis_outage_answers_503_keeps_sockets_and_resumes(processes, cli
         await _until(refused)
         async with aiohttp.ClientSession() as http:
             async with http.get(server.url + "/api/ready") as resp:
-                assert resp.status == 503
+                assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+            body = {"token": SERVICE_KEY, "channel_id": "c1"}
+            async with http.post(server.url + "/api/channel", json=body) as resp:
+                assert resp.status == 503 and resp.headers["Retry-After"] == "1"  # clients know when to retry
             async with http.get(server.url + "/api/health") as resp:
                 assert resp.status == 200
         assert client.sio.connected

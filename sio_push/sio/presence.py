@@ -144,9 +144,11 @@ class PresenceTracker:
         except BackendUnavailable:
             log.warning("presence_state of room=%s not sent: backend unavailable", room.name)
             return
-        if self.large.is_large(room.name):
-            # The room became large while its state was read (a crowd joining): its switch tells this
-            # member too, and a full state sent after that would undo it (and be as large as the crowd).
+        above = self._watch.occupancy.above
+        if self.large.is_large(room.name) or (above and len(state) > above):
+            # The room became large while its state was read (a crowd joining), or is about to (its switch
+            # not announced yet): the switch tells this member too, and a full state sent after it would
+            # undo it (and be as large as the crowd).
             return
         self._fanout.send_to(sid, "presence_state", {"room": room.name, "state": state})
         await self._diffs.add(room.name, diff)

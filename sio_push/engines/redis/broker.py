@@ -31,6 +31,7 @@ from ...tasks import Backoff, Periodic, stop
 from ..base import Broker, Deliver, Missed, Push
 from .errors import translated, unavailable
 from .recent import MOST_BYTES, MOST_ENTRIES, Recent
+from .scripts import ADD, TRIM_BATCH, TRIM_OLD
 
 log = logging.getLogger(__name__)
 
@@ -40,43 +41,6 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 TRIM_EVERY = 1.0
 UNLOGGED_SIZE = 1000  # with recovery off the stream only carries pushes between processes
-
-
-# KEYS: stream, byte counter. ARGV: payload, most entries, most bytes. Returns the new entry's id.
-_ADD = """
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[2], 0) end
-local size = #ARGV[1]
-local id = redis.call('XADD', KEYS[1], '*', 'p', ARGV[1], 's', size)
-local held = redis.call('INCRBY', KEYS[2], size)
-local length = redis.call('XLEN', KEYS[1])
-local most, bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
-while length > 1 and (length > most or held > bytes) do
-  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
-  local fields, gone = oldest[2], 0
-  for i = 1, #fields, 2 do
-    if fields[i] == 's' then gone = tonumber(fields[i + 1]) or 0 end
-  end
-  redis.call('XDEL', KEYS[1], oldest[1])
-  held = redis.call('DECRBY', KEYS[2], gone)
-  length = length - 1
-end
-return id
-"""
-
-# KEYS: stream, byte counter. ARGV: the first id to keep, most entries to delete. Returns how many it deleted.
-_TRIM_OLD = """
-local old = redis.call('XRANGE', KEYS[1], '-', '(' .. ARGV[1], 'COUNT', tonumber(ARGV[2]))
-for _, entry in ipairs(old) do
-  local fields, gone = entry[2], 0
-  for i = 1, #fields, 2 do
-    if fields[i] == 's' then gone = tonumber(fields[i + 1]) or 0 end
-  end
-  redis.call('XDEL', KEYS[1], entry[1])
-  redis.call('DECRBY', KEYS[2], gone)
-end
-return #old
-"""
-TRIM_BATCH = 1000  # entries deleted by one script call: Redis is not held long by any one
 
 
 def _id(offset: str) -> tuple[int, int]:
@@ -124,8 +88,8 @@ class RedisBroker(Broker):
         self._redis = client
         self._stream = prefix + "stream"
         self._bytes = prefix + "stream:bytes"
-        self._add = client.register_script(_ADD)
-        self._trim_old = client.register_script(_TRIM_OLD)
+        self._add = client.register_script(ADD)
+        self._trim_old = client.register_script(TRIM_OLD)
         self._channel = prefix + "volatile"
         self._tasks: list[asyncio.Task[None]] = []
         self._trimming = Periodic("stream trimming", TRIM_EVERY, self._trim_by_age)
