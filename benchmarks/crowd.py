@@ -148,29 +148,32 @@ def _fd_count(pid: int) -> int:
     return total
 
 
-def _metric_sockets(port: int, key: str) -> float:
-    """sio_push_sockets from /metrics (the Node peer has no /metrics: NaN)."""
+def _metrics(port: int, key: str) -> dict[str, float]:
+    """sio_push_sockets and sio_push_asyncio_tasks from /metrics (the Node peer has no /metrics: NaN)."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {key}"})
+    found = {"sockets_metric": math.nan, "tasks": math.nan}
     try:
         with urllib.request.urlopen(request, timeout=2) as response:  # loopback, our own URL
             text = response.read().decode()
     except OSError:
-        return math.nan
+        return found
     for line in text.splitlines():
-        if line.startswith("sio_push_sockets"):
-            return float(line.split()[-1])
-    return math.nan
+        if line.startswith("sio_push_sockets "):
+            found["sockets_metric"] = float(line.split()[-1])
+        elif line.startswith("sio_push_asyncio_tasks "):
+            found["tasks"] = float(line.split()[-1])
+    return found
 
 
 async def _sample(server: Running, key: str, every: float, into: list[dict[str, float]], t0: float) -> None:
     while True:
-        sockets = await asyncio.to_thread(_metric_sockets, server.port, key)
+        metrics = await asyncio.to_thread(_metrics, server.port, key)
         into.append(
             {
                 "t_s": time.monotonic() - t0,
                 "rss_mib": procs.rss_kib(server.pid) / 1024,
                 "fds": float(_fd_count(server.pid)),
-                "sockets_metric": sockets,
+                **metrics,
             }
         )
         await asyncio.sleep(every)
@@ -219,12 +222,13 @@ async def soak(ctx: Context, server: Running, outcome: Outcome) -> None:
     }
     result = await drive(ctx, server, outcome, config, sample, time_limit=s.soak_seconds + ctx.timeout)
     outcome.series = samples
-    for name in ("rss_mib", "fds", "sockets_metric"):
+    for name in ("rss_mib", "fds", "sockets_metric", "tasks"):
         growth, spread = soakchart.flatness([row[name] for row in samples])
         outcome.figures[f"{name}_growth_pct"] = growth
         outcome.figures[f"{name}_spread_pct"] = spread
     outcome.figures["churn_connects"] = float(result.get("churn_connects", 0))
     outcome.figures["churn_connect_failures"] = float(result.get("churn_connect_failures", 0))
+    outcome.figures["churn_refusals"] = float(result.get("churn_refusals", 0))
     outcome.figures["pushes_sent"] = float(result.get("pushes_sent", 0))
     outcome.checks["flat"] = soakchart.verdicts(outcome.figures)
     marked = None

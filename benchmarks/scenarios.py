@@ -181,5 +181,6 @@ METRICS = (
     Metric("soak", "rss_mib_growth_pct", "soak: RSS growth after warm-up", "%", False),
     Metric("soak", "fds_growth_pct", "soak: open files growth after warm-up", "%", False),
     Metric("soak", "sockets_metric_growth_pct", "soak: sio_push_sockets growth after warm-up", "%", False),
+    Metric("soak", "tasks_growth_pct", "soak: asyncio tasks growth after warm-up", "%", False),
     Metric("soak", "churn_connect_failures", "soak: failed churn connects", "", False),
 )

@@ -9,7 +9,12 @@ from pathlib import Path
 
 WARMUP_SHARE = 0.2  # the first fifth of the samples (at least one) is warm-up
 FLAT_PCT = 5.0  # flat: the last third's mean within 5% of the first third's, after warm-up
-SERIES = (("rss_mib", "RSS (MiB)"), ("fds", "open file descriptors"), ("sockets_metric", "sio_push_sockets (/metrics)"))
+SERIES = (
+    ("rss_mib", "RSS (MiB)"),
+    ("fds", "open file descriptors"),
+    ("sockets_metric", "sio_push_sockets (/metrics)"),
+    ("tasks", "asyncio tasks (/metrics)"),
+)
 
 
 def flatness(values: Sequence[float]) -> tuple[float, float]:

@@ -11,6 +11,7 @@ from .admission import Admission, default_max_connections
 from .auth import create_auth
 from .config import Settings
 from .engines import create_engine
+from .heap import HeapTrim
 from .keys import ADMISSION, AUTH, ENGINE, METRICS, PHOENIX, SETTINGS, SOCKETS
 from .logs import install_client_error_filter
 from .metrics import Metrics
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app = web.Application(middlewares=[admission.middleware, http.error_middleware])
     app.cleanup_ctx.append(admission.watch_lag)
+    app.cleanup_ctx.append(HeapTrim(settings.heap_trim_seconds).ctx)
     engine = create_engine(settings)
     metrics = Metrics(settings.metrics_dir)
     auth = create_auth(settings)

@@ -71,6 +71,7 @@ class Settings:
     metrics_public: bool = False
     recovery_max_bytes: int = 256 * 1024 * 1024
     max_buffer_bytes: int = 8 * 1024 * 1024  # a socket's unsent bytes, websocket or polling
+    heap_trim_seconds: float = 60.0  # freed heap memory given back to the system this often (0: never)
     head_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
     # §8 webhooks
@@ -278,6 +279,7 @@ def load_settings(
         presence_max_users=_whole(env, "PUSH_PRESENCE_MAX_USERS", 500, problems),
         connect_rate=_number(env, "PUSH_CONNECT_RATE", 1000, problems, minimum=0.1),
         connect_max_lag_ms=_number(env, "PUSH_CONNECT_MAX_LAG_MS", 250, problems, minimum=0),
+        heap_trim_seconds=_number(env, "PUSH_HEAP_TRIM_SECONDS", 60, problems, minimum=0),
         max_connecting=int(_number(env, "PUSH_MAX_CONNECTING", 128, problems, minimum=0)),
         max_connections=max_connections,
         drain_seconds=_number(env, "PUSH_DRAIN_SECONDS", 10, problems),

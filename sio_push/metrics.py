@@ -38,6 +38,12 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.tasks = Gauge(
+            "sio_push_asyncio_tasks",
+            "asyncio tasks alive in the process (each process's count as of the last /metrics it answered).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.connects = Counter(
             "sio_push_connects",
             "Socket.IO connects by result (connected, recovered, or a refusal code).",

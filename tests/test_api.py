@@ -242,6 +242,8 @@ async def test_metrics_count_sockets_pushes_and_deliveries(server, connect):
     assert 'sio_push_connects_total{result="connected"} 1.0' in text
     assert "sio_push_deliveries_total 1.0" in text
     assert "sio_push_push_seconds_count 1.0" in text
+    tasks = [line for line in text.splitlines() if line.startswith("sio_push_asyncio_tasks ")]
+    assert len(tasks) == 1 and float(tasks[0].split()[1]) >= 1  # this request's own task at least
     assert SERVICE_KEY not in text
 
 

@@ -166,6 +166,31 @@ async def test_a_polling_session_that_never_polls_is_cut_off_at_the_buffer_bound
     no_tracebacks(caplog)
 
 
+async def test_memory_taken_by_large_pushes_comes_back_once_they_leave_the_log(make_server, connect):
+    # The recovery log holds the pushes for twice the window; the heap is trimmed every 0.2 s.
+    server = await make_server(recovery_seconds=0.5, heap_trim_seconds=0.2)
+    reader = await connect(server, "ann")
+    assert (await reader.join("room:lobby:big"))["ok"]
+    for n in range(20):  # warm up: the allocations of an ordinary push are made once
+        assert (await server.push("/api/channel", channel_id="big", n=n))[0] == 200
+        assert (await reader.next_msg())["n"] == n
+    before = rss()
+    body = "x" * 64 * 1024
+    for n in range(300):  # 19 MiB: logged, encoded, written to the reader
+        assert (await server.push("/api/channel", channel_id="big", n=n, body=body))[0] == 200
+    for n in range(300):
+        assert (await reader.next_msg())["n"] == n
+    assert rss() - before > 10 * MIB
+    # Ordinary pushes go on: the log drops the large ones after its window, and the newest pushes kept
+    # encoded for replays (and, on Redis, read) are ordinary ones again; then the heap is trimmed.
+    deadline = time.monotonic() + 20
+    while rss() - before > 8 * MIB:
+        assert time.monotonic() < deadline, f"still {(rss() - before) // MIB} MiB above"
+        for n in range(100):
+            assert (await server.push("/api/channel", channel_id="big", n=n))[0] == 200
+            assert (await reader.next_msg())["n"] == n
+
+
 async def test_a_websocket_bound_comes_from_the_setting(make_server):
     server = await make_server(max_buffer_bytes=300_000)
     assert server.app[SOCKETS].server.eio.bounds.max_buffer == 300_000

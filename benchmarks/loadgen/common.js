@@ -119,9 +119,23 @@ function backoffMs(attempt) {
 const refusedByAdmission = (err) => /^handshake refused: HTTP\/1\.1 503 /.test(String(err && err.message));
 
 /**
- * Connects `clients`, `concurrency` handshakes in flight. A handshake refused by admission (503) is tried
- * again after socket.io-client's delay, as that client does; it is a failure only when it never gets in.
+ * Connects one client; a handshake refused by admission (503) is tried again after socket.io-client's
+ * delay, as that client does, at most `admission_tries` times. Resolves with the refusals met; rejects
+ * with the last error when it never got in.
  */
+async function connectRetrying(client) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      await client.connect(cfg.connect_timeout_s * 1000);
+      return attempt;
+    } catch (err) {
+      if (!refusedByAdmission(err) || attempt + 1 >= cfg.admission_tries) throw err;
+      await sleep(backoffMs(attempt));
+    }
+  }
+}
+
+/** Connects `clients`, `concurrency` handshakes in flight, each as `connectRetrying` does. */
 async function connectAll(clients) {
   let next = 0;
   let failures = 0;
@@ -131,21 +145,12 @@ async function connectAll(clients) {
     while (next < clients.length) {
       const client = clients[next];
       next += 1;
-      for (let attempt = 0; ; attempt += 1) {
-        try {
-          await client.connect(cfg.connect_timeout_s * 1000);
-          break;
-        } catch (err) {
-          if (refusedByAdmission(err) && attempt + 1 < cfg.admission_tries) {
-            refusals += 1;
-            await sleep(backoffMs(attempt));
-            continue;
-          }
-          failures += 1;
-          const key = String(err && err.message).slice(0, 80);
-          errors[key] = (errors[key] || 0) + 1;
-          break;
-        }
+      try {
+        refusals += await connectRetrying(client);
+      } catch (err) {
+        failures += 1;
+        const key = String(err && err.message).slice(0, 80);
+        errors[key] = (errors[key] || 0) + 1;
       }
     }
   };
@@ -254,5 +259,5 @@ function checkpoint(name, extra) {
 
 module.exports = {
   cfg, emit, die, Meter, makeClients, connectAll, waitQuiet, setUp, waitDeliveries, checks, percentile, checkpoint,
-  remainingS, note, sleep, backoffMs, refusedByAdmission,
+  remainingS, note, sleep, backoffMs, refusedByAdmission, connectRetrying,
 };

@@ -11,7 +11,7 @@ const { Tally } = require('./client');
 const { PayloadFactory, Pusher, epochMs } = require('./push');
 const {
   cfg, Meter, makeClients, connectAll, waitQuiet, waitDeliveries, checks, percentile, checkpoint, remainingS, note,
-  sleep, backoffMs, refusedByAdmission,
+  sleep, backoffMs, refusedByAdmission, connectRetrying,
 } = require('./common');
 
 function stats(values, prefix) {
@@ -334,7 +334,7 @@ async function runSoak(tally) {
   const pusher = new Pusher(cfg.port, cfg.key, 8);
   const factory = new PayloadFactory(cfg.channel, cfg.payload_bytes);
   let pushes = 0;
-  const churn = { connects: 0, connect_failures: 0, disconnects: 0, errors: {} };
+  const churn = { connects: 0, connect_failures: 0, disconnects: 0, refusals: 0, errors: {} };
   const tickMs = 100;
   const perTick = cfg.churn / (1000 / tickMs);
   let owed = 0;
@@ -365,8 +365,8 @@ async function runSoak(tally) {
       const [fresh] = makeClients(tally, 1, 'soak', { room: roomOf, first: made });
       made += 1;
       live[at] = fresh;
-      fresh.connect(cfg.connect_timeout_s * 1000).then(
-        () => { churn.connects += 1; },
+      connectRetrying(fresh).then(
+        (refused) => { churn.connects += 1; churn.refusals += refused; },
         (err) => {
           churn.connect_failures += 1;
           const key = String(err && err.message).slice(0, 80);
@@ -387,6 +387,7 @@ async function runSoak(tally) {
     churn_connects: churn.connects,
     churn_connect_failures: churn.connect_failures,
     churn_disconnects: churn.disconnects,
+    churn_refusals: churn.refusals, // handshakes refused by admission (503) and tried again, as socket.io-client does
     churn_errors: { ...churn.errors }, // as it was here: closing the sockets below fails those still connecting
     loadgen,
   };

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -148,7 +149,9 @@ async def get_metrics(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     if not settings.metrics_public and not key_matches(bearer(request), settings.service_key):
         raise json_error(web.HTTPUnauthorized, error="unauthorized")
-    body = request.app[METRICS].exposition()
+    metrics = request.app[METRICS]
+    metrics.tasks.set(len(asyncio.all_tasks()))
+    body = metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
