@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # Frames or Engine.IO packets a connection may send per client event of its rate (pongs, acks of
 # upgrades, and some slack): what bounds the CPU one connection costs, whatever it sends.
 PACKETS_PER_EVENT = 10
+ENDING_SECONDS = 5.0  # after a drain, how long the disconnect handlers of the closed sockets may take
 
 
 def _cors(settings: Settings) -> str | list[str] | None:
@@ -83,11 +84,11 @@ class SocketLayer:
         sockets = list(eio.sockets.values())
         if sockets:
             log.info("closing %d sockets for shutdown over %gs", len(sockets), drain_seconds)
-        # Each close runs its socket's disconnect handler (presence, counts, the session: on Redis, round
-        # trips): they run side by side, so that the pace is the window's, not the handlers'.
+        # A websocket is closed first, its disconnect handler (presence, counts, the session: on Redis,
+        # round trips) left to run after, so that clients leave at the window's pace, not the handlers'.
         closing = []
         async for socket in paced(sockets, drain_seconds):
-            if socket.closed:
+            if socket.closed or (isinstance(socket, DirectSocket) and socket.drop()):
                 continue
             if isinstance(socket, DirectSocket):
                 closing.append(asyncio.create_task(socket.shut(eio.reason.SERVER_DISCONNECT)))
@@ -96,6 +97,10 @@ class SocketLayer:
                     asyncio.create_task(socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT))
                 )
         await asyncio.gather(*closing)
+        for _ in range(int(ENDING_SECONDS / 0.05)):  # the dropped ones' handlers, for a few seconds at most
+            if not eio.sockets:
+                break
+            await asyncio.sleep(0.05)
         if sockets:
             log.info("closed %d sockets for shutdown", len(sockets))
         await self.tracker.close()

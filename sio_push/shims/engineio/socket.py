@@ -221,6 +221,15 @@ class DirectSocket(AsyncSocket):
         if transport is not None:
             transport.close()
 
+    def drop(self) -> bool:
+        """Close this socket's `Connection` now (what is gathered goes first): the client sees it go at once,
+        and the session ends in the background, as when a client goes. False when it has no open one."""
+        if self.conn is None or self.conn.closed:
+            return False
+        self.flush()
+        self.conn.close(NORMAL)
+        return True
+
     def _write(self, transport: asyncio.WriteTransport, frame: bytes) -> None:
         if self.batch is None:
             transport.write(frame)
