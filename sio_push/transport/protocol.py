@@ -124,7 +124,11 @@ def close_websocket(transport: asyncio.Transport, parser: Parser, code: int) -> 
     if not transport.can_write_eof():
         transport.close()
         return None
-    transport.write_eof()
+    try:
+        transport.write_eof()
+    except OSError:  # the client's side is already gone (reset before the loop noticed): nothing to shut
+        transport.abort()
+        return None
     transport.resume_reading()
     return asyncio.get_running_loop().call_later(CLOSE_SECONDS, transport.abort)
 
