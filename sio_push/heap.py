@@ -39,17 +39,14 @@ class HeapTrim:
     """Returns freed heap memory to the system every `every` seconds (0: never)."""
 
     def __init__(self, every: float) -> None:
-        self._trim = _malloc_trim() if every > 0 else None
-        self._periodic = Periodic("heap trim", every, self._run) if self._trim is not None else None
+        trim = _malloc_trim() if every > 0 else None
+        self._periodic: Periodic | None = None
+        if trim is not None:
 
-    async def run(self) -> bool:
-        """Trim once now; whether any memory was given back."""
-        if self._trim is None:
-            return False
-        return bool(await asyncio.to_thread(self._trim, 0))
+            async def trim_once() -> None:
+                await asyncio.to_thread(trim, 0)
 
-    async def _run(self) -> None:
-        await self.run()
+            self._periodic = Periodic("heap trim", every, trim_once)
 
     async def ctx(self, _app: web.Application) -> AsyncIterator[None]:
         """An aiohttp cleanup context: trims periodically while the app runs."""

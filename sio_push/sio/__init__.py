@@ -88,10 +88,11 @@ class SocketLayer:
         # round trips) left to run after, so that clients leave at the window's pace, not the handlers'.
         closing = []
         async for socket in paced(sockets, drain_seconds):
-            if socket.closed or (isinstance(socket, DirectSocket) and socket.drop()):
+            if socket.closed:
                 continue
             if isinstance(socket, DirectSocket):
-                closing.append(asyncio.create_task(socket.shut(eio.reason.SERVER_DISCONNECT)))
+                if not socket.drop():  # no websocket of ours (long polling): closed the Engine.IO way
+                    closing.append(asyncio.create_task(socket.shut(eio.reason.SERVER_DISCONNECT)))
             else:
                 closing.append(
                     asyncio.create_task(socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT))
