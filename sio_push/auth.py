@@ -94,8 +94,16 @@ class Auth:
         raise NotImplementedError
 
 
+VERIFIED_SECONDS = 300.0  # how long a verified token is remembered (never past its `exp`)
+VERIFIED_SIZE = 10_000
+
+
 class JwtAuth(Auth):
     """Local verification with PyJWT.
+
+    A token verified once is remembered (at most `VERIFIED_SIZE` of them, for `VERIFIED_SECONDS`, never past
+    its `exp`): in a reconnect storm every client comes back with the token it had, and checking a
+    signature is most of what a connect costs here. Only the exact same token is taken from memory.
 
     :param settings: gives the secret or public key, the pinned algorithms, and the audience and
                      issuer to check when they are set.
@@ -109,8 +117,17 @@ class JwtAuth(Auth):
         self._algorithms = list(settings.jwt_algorithms)
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
+        self._verified = _TtlCache(VERIFIED_SECONDS, VERIFIED_SIZE)
 
     async def _authenticate(self, token: str) -> Identity:
+        known: Identity | None = self._verified.get(token)
+        if known is not None and known.expires_at is not None and known.expires_at > time.time():
+            return known
+        identity = self._verify(token)
+        self._verified.put(token, identity)
+        return identity
+
+    def _verify(self, token: str) -> Identity:
         try:
             claims = jwt.decode(
                 token,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -33,6 +34,27 @@ async def test_expired_token_is_told_apart_from_invalid(server, client_factory):
 async def test_wrong_signature_is_token_invalid(server, client_factory):
     token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, "another-secret-of-enough-length!!", "HS256")
     assert await client_factory().refused(server, token) == {"code": "token_invalid"}
+
+
+async def test_a_remembered_token_is_refused_once_it_expires_and_only_its_exact_bytes_are_remembered(
+    server, client_factory
+):
+    expires = int(time.time()) + 2
+    token = make_token(ttl=expires - time.time())
+    first = client_factory()
+    await first.connect(server, token)  # verified, and remembered
+    await first.close()
+    head, signature = token.rsplit(".", 1)
+    tampered = f"{head}.{'B' if signature[0] == 'A' else 'A'}{signature[1:]}"  # its first 6 bits changed
+    assert await client_factory().refused(server, tampered) == {"code": "token_invalid"}
+    again = client_factory()
+    await again.connect(server, token)  # from memory
+    await again.close()
+    for _ in range(40):  # until the clock passes its exp: at most 4 s
+        if time.time() > expires:
+            break
+        await asyncio.sleep(0.1)
+    assert await client_factory().refused(server, token) == {"code": "token_expired"}
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,12 @@ overwrites the session that a reconnect took over.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
+
+import orjson
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,12 @@ class Session:
     since: tuple[str, ...] = ()  # the broker's position when each of `rooms` was joined, in the same order
     saved_at: float | None = None  # unix time of its last change (a revocation after it is not in it yet)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)  # a dataclass, its fields in order
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Session:
-        data: dict[str, Any] = json.loads(raw)
+        data: dict[str, Any] = orjson.loads(raw)
         return cls(**{**data, "rooms": tuple(data["rooms"]), "since": tuple(data.get("since", ()))})
 
     def joined_at(self) -> dict[str, str]:

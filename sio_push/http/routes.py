@@ -39,7 +39,7 @@ async def hand_over(request: web.Request, rooms: list[str], event: str, data: An
     metrics = request.app[METRICS]
     with metrics.push_seconds.time():
         offset = await request.app[ENGINE].broker.publish(Push(tuple(rooms), event, data))
-    log.info("pushed %s to %s", event, ",".join(rooms))
+    log.debug("pushed %s to %s", event, ",".join(rooms))
     metrics.pushes.labels(request.path).inc()
     extra = {"offset": offset} if offset is not None else {}
     return {"status": 200, "rooms": rooms, **extra}

@@ -123,7 +123,7 @@ class Channels:
         self.hub.add(socket)
         self._metrics.phoenix_sockets.inc()
         user = socket.identity.user_id if socket.identity else None
-        log.info("phoenix connected sid=%s user=%s vsn=%s", socket.sid, user, socket.vsn)
+        log.debug("phoenix connected sid=%s user=%s vsn=%s", socket.sid, user, socket.vsn)
 
     def gone(self, socket: PhoenixSocket) -> None:
         """A socket ended: out of every room at once, then out of presence and the rooms' counts."""
@@ -135,7 +135,7 @@ class Channels:
         socket.channels.clear()
         if topics:
             self.spawn(self._exited(topics, socket.sid))
-        log.info("phoenix disconnected sid=%s", socket.sid)
+        log.debug("phoenix disconnected sid=%s", socket.sid)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` in the background, awaited at shutdown."""
@@ -180,7 +180,7 @@ class Channels:
         self.hub.enter(topic, socket)
         socket.send(reply(message, "ok", {}))
         await self._tracker.entered(topic, socket.sid, identity)
-        log.info("phoenix joined sid=%s user=%s room=%s", socket.sid, identity.user_id, topic)
+        log.debug("phoenix joined sid=%s user=%s room=%s", socket.sid, identity.user_id, topic)
 
     async def _leave(self, socket: PhoenixSocket, message: Message) -> None:
         socket.send(reply(message, "ok", {}))
@@ -193,7 +193,7 @@ class Channels:
         self.hub.exit(topic, socket)
         socket.send(Message(join_ref, join_ref, topic, "phx_close", {}))
         await self._tracker.exited(topic, socket.sid)
-        log.info("phoenix left sid=%s room=%s", socket.sid, topic)
+        log.debug("phoenix left sid=%s room=%s", socket.sid, topic)
 
     async def _typing(self, socket: PhoenixSocket, message: Message) -> None:
         payload: Any = message.payload

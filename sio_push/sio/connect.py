@@ -178,9 +178,9 @@ class Connector:
         self._metrics.connects.labels("recovered" if restored else "connected").inc()
 
         if restored:
-            log.info("recovered sid=%s user=%s missed=%d", sid, identity.user_id, len(restored.missed))
+            log.debug("recovered sid=%s user=%s missed=%d", sid, identity.user_id, len(restored.missed))
         else:
-            log.info("connected sid=%s user=%s", sid, identity.user_id)
+            log.debug("connected sid=%s user=%s", sid, identity.user_id)
         # Independent writes (room counts, presence, the session): on Redis they go out together.
         work = [self._tracker.entered(name, sid, identity) for name in rooms]
         if session is not None and sessions is not None:

@@ -167,7 +167,7 @@ class Handlers:
         for name in self._server.rooms_of(sid):
             await self._tracker.exited(name, sid)
         await self._connector.end(sid, member)
-        log.info("disconnected sid=%s user=%s reason=%s", sid, member.identity.user_id, reason)
+        log.debug("disconnected sid=%s user=%s reason=%s", sid, member.identity.user_id, reason)
 
     async def join(self, sid: str, *args: Any) -> Ack:
         member, refused = self._admit(sid)
@@ -183,7 +183,7 @@ class Handlers:
             return _error("not_connected")
         self._connector.entered(sid, member, room.name)
         await asyncio.gather(self._tracker.entered(room.name, sid, member.identity), self._connector.save(sid))
-        log.info("joined sid=%s user=%s room=%s", sid, member.identity.user_id, room.name)
+        log.debug("joined sid=%s user=%s room=%s", sid, member.identity.user_id, room.name)
         return {"ok": True, "room": room.name}
 
     async def leave(self, sid: str, *args: Any) -> Ack:
@@ -196,7 +196,7 @@ class Handlers:
         if self._server.in_room(sid, room.name):
             self._connector.exited(sid, member, room.name)
             await asyncio.gather(self._tracker.exited(room.name, sid), self._connector.save(sid))
-            log.info("left sid=%s room=%s", sid, room.name)
+            log.debug("left sid=%s room=%s", sid, room.name)
         return {"ok": True, "room": room.name}
 
     async def typing(self, sid: str, *args: Any) -> Ack:

@@ -12,6 +12,7 @@ import redis.asyncio as redis
 from ...config import Settings
 from ...tasks import Periodic
 from ..base import Deliver, Engine, Push, log_seconds, new_node_id
+from .batching import Batching
 from .broker import RedisBroker
 from .control import RedisControl
 from .nodes import Nodes
@@ -33,13 +34,15 @@ SOCKET_TIMEOUT = 15.0
 class RedisEngine(Engine):
     """Redis: every process shares pushes, presence and sessions, and notices when another one dies.
 
-    :param client: the Redis connection pool; the engine owns it and closes it.
+    :param client: the auto-pipelined client most commands go through.
+    :param reader: the plain client over the same pool, for blocking reads; the engine closes it and the pool.
     :param nodes: this process's heartbeat.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Batching,
+        reader: redis.Redis,
         nodes: Nodes,
         broker: RedisBroker,
         presence: RedisPresence,
@@ -59,6 +62,7 @@ class RedisEngine(Engine):
             user_sockets=user_sockets,
         )
         self._redis = client
+        self._reader = reader
         self._user_sockets = user_sockets
         self._nodes = nodes
         self._redis_presence = presence
@@ -78,6 +82,7 @@ class RedisEngine(Engine):
         await super().close()
         await self._nodes.close()
         await self._redis.aclose()
+        await self._reader.aclose()
 
     async def _reap(self) -> None:
         """Release what processes that died held: their sockets' counts, room counts and presence; tell their rooms.
@@ -103,13 +108,16 @@ def create_redis_engine(settings: Settings) -> RedisEngine:
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=2,
     )
-    client = redis.Redis.from_pool(pool)  # the client owns the pool and closes it
+    reader = redis.Redis.from_pool(pool)  # owns the pool and closes it; blocking reads go through it
+    client = Batching(connection_pool=pool)  # every other command, auto-pipelined
     prefix = settings.redis_prefix
     nodes = Nodes(client, prefix, node_id, keep=window)
-    broker = RedisBroker(client, prefix, log_seconds(settings), settings.recovery_log_size, settings.recovery_max_bytes)
+    broker = RedisBroker(
+        client, prefix, log_seconds(settings), settings.recovery_log_size, settings.recovery_max_bytes, reader=reader
+    )
     sessions = RedisSessions(window, client, prefix, nodes) if window else None
     presence = RedisPresence(client, prefix, nodes)
     occupancy = RedisOccupancy(client, prefix, nodes, settings.presence_max_users)
     revocations = RedisRevocations(settings.revocation_seconds, client, prefix)
     user_sockets = RedisUserSockets(client, prefix, nodes)
-    return RedisEngine(client, nodes, broker, presence, sessions, occupancy, revocations, user_sockets)
+    return RedisEngine(client, reader, nodes, broker, presence, sessions, occupancy, revocations, user_sockets)

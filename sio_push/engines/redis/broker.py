@@ -74,6 +74,7 @@ class RedisBroker(Broker):
 
     :param client: the Redis connection pool (owned by the caller).
     :param prefix: the prefix of every key this broker uses.
+    :param reader: the client of the blocking reads of the stream, when `client` auto-pipelines.
     """
 
     def __init__(
@@ -83,9 +84,12 @@ class RedisBroker(Broker):
         log_seconds: float = 0,
         log_size: int = 100_000,
         log_bytes: int = 256 * 1024 * 1024,
+        *,
+        reader: redis.Redis | None = None,
     ) -> None:
         super().__init__(log_seconds, log_size if log_seconds else UNLOGGED_SIZE, log_bytes)
         self._redis = client
+        self._reader = reader or client
         self._stream = prefix + "stream"
         self._bytes = prefix + "stream:bytes"
         self._add = client.register_script(ADD)
@@ -159,7 +163,7 @@ class RedisBroker(Broker):
     async def _read(self) -> Any:
         if not self._positioned:  # Redis was down at start: without this, the whole stream would be delivered
             await self._find_position()
-        return await self._redis.xread({self._stream: self.position}, count=READ_COUNT, block=1000)
+        return await self._reader.xread({self._stream: self.position}, count=READ_COUNT, block=1000)
 
     async def _read_stream(self, deliver: Deliver) -> None:
         """Deliver every stream entry after `position`, in order, for as long as the broker runs."""

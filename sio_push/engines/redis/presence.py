@@ -85,11 +85,11 @@ class RedisPresence(PresenceStore):
     @translated
     async def join(self, room: str, user_id: str, sid: str) -> dict[str, State]:
         meta = new_meta(self._next_ref())
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self._room_key(room), self._field(sid), dumps([user_id, meta]))
-            pipe.zadd(self._index_key(room), {f"{user_id}\n{self._field(sid)}": 0})
-            pipe.sadd(self._rooms_key(self._nodes.node_id), room)
-            await pipe.execute()
+        await asyncio.gather(  # sent together (the client auto-pipelines)
+            self._redis.hset(self._room_key(room), self._field(sid), dumps([user_id, meta])),
+            self._redis.zadd(self._index_key(room), {f"{user_id}\n{self._field(sid)}": 0}),
+            self._redis.sadd(self._rooms_key(self._nodes.node_id), room),
+        )
         return diff(user_id, joined=meta)
 
     @translated
