@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
+from redis import Redis as SyncRedis
 
 from sio_push.engines import Change, Counts, Engine, MemoryBroker, Push, Session, SessionStore, create_engine
 from sio_push.engines.redis.recent import Recent
@@ -397,11 +398,20 @@ async def test_control_commands_reach_every_process_and_counts_add_up(start):
         )
 
 
+async def _until(check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait until `check()` holds, for at most TIMEOUT."""
+    deadline = time.monotonic() + TIMEOUT
+    while not await check():
+        assert time.monotonic() < deadline, "never held"
+        await asyncio.sleep(0.01)
+
+
 async def test_revocations_are_shared_and_expire(start):
     first, second = (await start(revocation_seconds=0.5)).engine, (await start(revocation_seconds=0.5)).engine
     shared = first.revocations if isinstance(first.broker, MemoryBroker) else second.revocations
     await first.revocations.revoke_user("ann", 1000.5)
     await first.revocations.revoke_room("ann", "room:x", 2000.25)
+    await _until(lambda: _is(shared.room_revoked("ann", "room:x"), 2000.25))  # published to the other process
     assert await shared.user_revoked("ann") == 1000.5
     assert await shared.room_revoked("ann", "room:x") == 2000.25
     assert await shared.room_revoked("ann", "room:y") is None and await shared.user_revoked("bob") is None
@@ -409,6 +419,68 @@ async def test_revocations_are_shared_and_expire(start):
     assert await shared.rooms_revoked("ann", []) == []
     await asyncio.sleep(0.7)  # the behaviour under test is the clock itself: the records expire
     assert await shared.user_revoked("ann") is None and await shared.room_revoked("ann", "room:x") is None
+
+
+async def _is(read: Awaitable[Any], expected: Any) -> bool:
+    return await read == expected
+
+
+def _reads(url: str) -> int:
+    """How many HMGET commands (how revocations are read) the test's Redis has run so far."""
+    stats: Any = SyncRedis.from_url(url).info("commandstats")
+    return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
+
+
+async def test_each_redis_process_reads_revocations_from_its_copy_loaded_at_start(start):
+    first = await start()
+    if first.redis_url is None:
+        pytest.skip("the memory engine holds its revocations itself")
+    await first.engine.revocations.revoke_user("ann", 1000.5)
+    await first.engine.revocations.revoke_room("ann", "room:x", 2000.25)
+    later = (await start()).engine  # started after the revocations: loads them
+    before = _reads(first.redis_url)
+    for _ in range(20):
+        assert await later.revocations.user_revoked("ann") == 1000.5
+        assert await later.revocations.rooms_revoked("ann", ["room:x", "room:y"]) == [2000.25, None]
+        assert await later.revocations.user_revoked("bob") is None
+    assert _reads(first.redis_url) == before  # not one read of Redis
+
+
+async def test_a_revocation_is_known_everywhere_before_a_command_sent_after_it_runs(start):
+    first, second = (await start()).engine, (await start()).engine
+    if isinstance(first.broker, MemoryBroker):
+        pytest.skip("memory: each engine is its own world")
+    seen: list[float | None] = []
+
+    async def handle(command: dict[str, Any]) -> int:
+        seen.append(await second.revocations.user_revoked(command["user_id"]))
+        return 1
+
+    second.control.serve(handle)
+    for n in range(20):
+        await first.revocations.revoke_user(f"user{n}", 1000.0 + n)
+        assert await first.control.request({"op": "disconnect", "user_id": f"user{n}"}) == 1
+    assert seen == [1000.0 + n for n in range(20)]
+
+
+async def test_a_copy_catches_up_with_what_was_revoked_while_its_subscription_was_down(start):
+    started = await start()
+    if started.redis_url is None:
+        pytest.skip("memory: each engine is its own world")
+    first, second = started.engine, (await start()).engine
+    killer = redis.Redis.from_url(started.redis_url)
+    try:
+        await killer.client_kill_filter(_type="pubsub")  # every process subscribes again, then loads
+        await first.revocations.revoke_user("ann", 1000.5)  # most likely published to nobody
+        url = started.redis_url
+
+        async def from_the_copy() -> bool:  # loaded again: read without asking Redis
+            before = _reads(url)
+            return await second.revocations.user_revoked("ann") == 1000.5 and _reads(url) == before
+
+        await _until(from_the_copy)
+    finally:
+        await killer.aclose()
 
 
 async def test_user_sockets_count_up_to_the_limit_and_a_recovery_in_place(start):

@@ -68,11 +68,15 @@ class MemoryControl(Control):
 
 
 class MemoryRevocations(Revocations):
-    """Revocations of one process, each forgotten `seconds` after it was recorded."""
+    """Revocations of one process, each forgotten `seconds` after it was recorded.
+
+    Also the Redis engine's copy, in each process, of the revocations shared in Redis (`record` with the
+    time each was recorded there).
+    """
 
     def __init__(self, seconds: float) -> None:
         super().__init__(seconds)
-        # (user, room or "") -> (when recorded, the revocation's time), in the order recorded
+        # (user, room or "") -> (when recorded, the revocation's time), about in the order recorded
         self._records: dict[tuple[str, str], tuple[float, float]] = {}
 
     def _expire(self) -> None:
@@ -83,25 +87,32 @@ class MemoryRevocations(Revocations):
                 break
             del self._records[key]
 
-    def _put(self, key: tuple[str, str], at: float) -> None:
+    def record(self, user_id: str, room: str, at: float, recorded: float | None = None) -> None:
+        """Keep the revocation of `room` ("": of the user) made at `at`, recorded at `recorded` (now);
+        an earlier record of the same one is replaced, a later one kept."""
         self._expire()
-        self._records.pop(key, None)
-        if self.seconds > 0:
-            self._records[key] = (time.time(), at)
+        recorded = time.time() if recorded is None else recorded
+        key = (user_id, room)
+        known = self._records.get(key)
+        if self.seconds > 0 and (known is None or known[0] <= recorded):
+            self._records.pop(key, None)
+            self._records[key] = (recorded, at)
 
     def _get(self, key: tuple[str, str]) -> float | None:
         self._expire()
         record = self._records.get(key)
-        return record[1] if record is not None else None
+        if record is None or record[0] <= time.time() - self.seconds:  # one recorded out of order
+            return None
+        return record[1]
 
     async def revoke_user(self, user_id: str, at: float) -> None:
-        self._put((user_id, ""), at)
+        self.record(user_id, "", at)
 
     async def user_revoked(self, user_id: str) -> float | None:
         return self._get((user_id, ""))
 
     async def revoke_room(self, user_id: str, room: str, at: float) -> None:
-        self._put((user_id, room), at)
+        self.record(user_id, room, at)
 
     async def room_revoked(self, user_id: str, room: str) -> float | None:
         return self._get((user_id, room))

@@ -20,6 +20,7 @@ from .occupancy import RedisOccupancy
 from .presence import RedisPresence
 from .revocations import RedisRevocations
 from .sessions import RedisSessions
+from .subscriber import Subscriber
 from .user_sockets import RedisUserSockets
 
 REAP_EVERY = 2.0
@@ -50,6 +51,7 @@ class RedisEngine(Engine):
         occupancy: RedisOccupancy,
         revocations: RedisRevocations,
         user_sockets: RedisUserSockets,
+        subscriber: Subscriber,
     ) -> None:
         super().__init__(
             broker,
@@ -57,7 +59,7 @@ class RedisEngine(Engine):
             sessions,
             nodes.node_id,
             occupancy,
-            control=RedisControl(client, nodes.prefix, nodes.node_id),
+            control=RedisControl(client, nodes.prefix, nodes.node_id, subscriber),
             revocations=revocations,
             user_sockets=user_sockets,
         )
@@ -68,10 +70,13 @@ class RedisEngine(Engine):
         self._redis_presence = presence
         self._redis_sessions = sessions
         self._redis_occupancy = occupancy
+        self._subscriber = subscriber
         self._reaper = Periodic("presence reaper", REAP_EVERY, self._reap)
 
     async def start(self, deliver: Deliver) -> None:
         await self._nodes.start()
+        # The subscriptions (control commands, revocations) first: a request right after start reaches this process.
+        await self._subscriber.start()
         await super().start(deliver)
         if self._redis_sessions is not None:
             await self._redis_sessions.start()
@@ -80,6 +85,7 @@ class RedisEngine(Engine):
     async def close(self) -> None:
         await self._reaper.stop()
         await super().close()
+        await self._subscriber.close()
         await self._nodes.close()
         await self._redis.aclose()
         await self._reader.aclose()
@@ -118,6 +124,9 @@ def create_redis_engine(settings: Settings) -> RedisEngine:
     sessions = RedisSessions(window, client, prefix, nodes) if window else None
     presence = RedisPresence(client, prefix, nodes)
     occupancy = RedisOccupancy(client, prefix, nodes, settings.presence_max_users)
-    revocations = RedisRevocations(settings.revocation_seconds, client, prefix)
+    subscriber = Subscriber(client)
+    revocations = RedisRevocations(settings.revocation_seconds, client, prefix, subscriber)
     user_sockets = RedisUserSockets(client, prefix, nodes)
-    return RedisEngine(client, reader, nodes, broker, presence, sessions, occupancy, revocations, user_sockets)
+    return RedisEngine(
+        client, reader, nodes, broker, presence, sessions, occupancy, revocations, user_sockets, subscriber
+    )

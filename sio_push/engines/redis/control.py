@@ -9,7 +9,6 @@ timeout (it is dying, or Redis is slow) is not counted; the command still reache
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -18,9 +17,10 @@ from typing import Any
 import redis.asyncio as redis
 
 from ...errors import BackendUnavailable
-from ...tasks import Backoff, stop
+from ...tasks import stop
 from ..base import Command, Control
-from .errors import translated, unavailable
+from .errors import translated
+from .subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -33,27 +33,21 @@ class RedisControl(Control):
     :param client: the Redis connection pool (owned by the caller).
     :param prefix: the prefix of every channel.
     :param node_id: this process's id, naming its reply channel.
+    :param subscriber: the process's subscriptions (started by the engine).
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, node_id: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, node_id: str, subscriber: Subscriber) -> None:
         super().__init__()
         self._redis = client
         self._channel = prefix + "control"
         self._replies = f"{prefix}control:{node_id}"
         self._waiting: dict[str, asyncio.Queue[int]] = {}  # request id -> counts received
-        self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self._subscribed = asyncio.Event()
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="control listener")
-        # The first subscription is awaited (briefly), so a request right after start reaches this process.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._subscribed.wait(), 2.0)
+        subscriber.listen(self._channel, self._received)
+        subscriber.listen(self._replies, self._received)
 
     async def close(self) -> None:
-        await stop(self._task, *self._running)
-        self._task = None
+        await stop(*self._running)
         await super().close()
 
     async def request(self, command: Command) -> int:
@@ -79,26 +73,6 @@ class RedisControl(Control):
     @translated
     async def _publish(self, channel: str, body: str) -> int:
         return int(await self._redis.publish(channel, body))
-
-    async def _listen(self) -> None:
-        backoff = Backoff()
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                with unavailable():
-                    await pubsub.subscribe(self._channel, self._replies)
-                    self._subscribed.set()
-                    backoff.reset()
-                    while True:
-                        message = await pubsub.get_message(timeout=1.0)
-                        if message is not None and message["type"] == "message":
-                            self._received(message["channel"], message["data"])
-            except BackendUnavailable as exc:
-                log.warning("control channel failed (%s); subscribing again", exc)
-                await backoff.wait()
-            finally:
-                with contextlib.suppress(BackendUnavailable), unavailable():
-                    await pubsub.aclose()
 
     def _received(self, channel: bytes, data: bytes) -> None:
         try:
