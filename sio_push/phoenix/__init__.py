@@ -15,6 +15,7 @@ from ..config import Settings
 from ..engines import Engine
 from ..metrics import Metrics
 from ..sio import SocketLayer
+from ..sio.counting import UserCount
 from ..sio.revocation import Revoked
 from .channels import Channels
 from .endpoint import PhoenixEndpoint
@@ -47,8 +48,7 @@ def create_phoenix(
         max_buffer=settings.max_buffer_bytes,
         recheck_seconds=settings.auth_recheck_seconds if settings.callback_auth else 0.0,
         revoked=Revoked(engine.revocations),
-        user_sockets=engine.user_sockets,
-        max_sockets_per_user=settings.max_sockets_per_user,
+        user_count=UserCount(engine.user_sockets, settings.max_sockets_per_user),
     )
     sockets.fanout.others = hub
     sockets.revoker.others = channels

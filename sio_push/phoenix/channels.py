@@ -14,11 +14,11 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..auth import Auth, Identity
-from ..engines import UserSockets
 from ..errors import AuthError, BackendUnavailable
 from ..logs import BadInputLog
 from ..metrics import Metrics
 from ..rooms import Room, parse_room
+from ..sio.counting import UserCount
 from ..sio.handlers import JoinRules, typing_changes
 from ..sio.presence import PresenceTracker
 from ..sio.revocation import Revoked
@@ -66,8 +66,7 @@ class Channels:
         max_buffer: int = 8 * 1024 * 1024,
         recheck_seconds: float = 0.0,
         revoked: Revoked | None = None,
-        user_sockets: UserSockets | None = None,
-        max_sockets_per_user: int = 0,
+        user_count: UserCount | None = None,
     ) -> None:
         self._auth = auth
         self._joins = joins
@@ -80,8 +79,7 @@ class Channels:
         self.max_buffer = max_buffer
         self.recheck_seconds = recheck_seconds
         self._revoked = revoked
-        self._user_sockets = user_sockets
-        self._max_sockets_per_user = max_sockets_per_user
+        self._user_count = user_count
         self.bad_input = BadInputLog(log)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -98,26 +96,14 @@ class Channels:
         identity = await self._auth.authenticate(token)
         if self._revoked is not None:
             await self._revoked.admit(identity)
-        if self._user_sockets is not None:
-            try:
-                counted = await self._user_sockets.acquire(identity.user_id, sid, self._max_sockets_per_user)
-            except BackendUnavailable:
-                log.warning("sockets of user=%s not counted: backend unavailable", identity.user_id)
-                counted = True
-            if not counted:
-                raise AuthError("too_many_connections")
+        if self._user_count is not None and not await self._user_count.acquire(identity.user_id, sid):
+            raise AuthError("too_many_connections")
         return identity
 
     def release(self, user_id: str, sid: str) -> None:
         """Stop counting socket `sid` of `user_id` (gone, or gone before its handshake was answered)."""
-        if self._user_sockets is not None:
-            self.spawn(self._release(self._user_sockets, user_id, sid))
-
-    async def _release(self, user_sockets: UserSockets, user_id: str, sid: str) -> None:
-        try:
-            await user_sockets.release(user_id, sid)
-        except BackendUnavailable:
-            log.warning("sockets of user=%s not released: backend unavailable", user_id)
+        if self._user_count is not None:
+            self.spawn(self._user_count.release(user_id, sid))
 
     def opened(self, socket: PhoenixSocket) -> None:
         self.hub.add(socket)

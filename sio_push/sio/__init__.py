@@ -18,6 +18,7 @@ from ..shims.socketio import PushServer
 from ..tasks import paced
 from ..transport.protocol import Bounds
 from .connect import Connector
+from .counting import UserCount
 from .expiry import Expiry
 from .fanout import Fanout
 from .handlers import Handlers
@@ -129,8 +130,7 @@ def create_socket_layer(settings: Settings, auth: Auth, engine: Engine, metrics:
         node=engine.node_id,
         events_per_second=settings.events_per_second,
         revoked=revoked,
-        user_sockets=engine.user_sockets,
-        max_sockets_per_user=settings.max_sockets_per_user,
+        user_count=UserCount(engine.user_sockets, settings.max_sockets_per_user),
     )
     server.attach_connector(connector, settings.connect_timeout_seconds)
     revoker = Revoker(server, auth, members, tracker, fanout, connector, engine.sessions)

@@ -18,13 +18,14 @@ from urllib.parse import parse_qs
 from socketio import exceptions
 
 from ..auth import Auth, Identity
-from ..engines import Broker, Missed, Session, SessionStore, UserSockets
+from ..engines import Broker, Missed, Session, SessionStore
 from ..errors import AuthError, BackendUnavailable
 from ..limits import TokenBucket
 from ..metrics import Metrics
 from ..rooms import Room, parse_room, user_room
 from ..shims.engineio import DirectSocket
 from ..shims.socketio import PushServer
+from .counting import UserCount
 from .fanout import Fanout
 from .members import Member, Members
 from .presence import PresenceTracker
@@ -75,8 +76,7 @@ class Connector:
     :param node: this process's id, recorded in its sessions.
     :param events_per_second: the rate of each socket's client events (burst twice that).
     :param revoked: refuses tokens and sessions the backend revoked.
-    :param user_sockets: counts each user's sockets over every process.
-    :param max_sockets_per_user: the most sockets one user may have (0: no limit).
+    :param user_count: each user's sockets over every process, up to the limit.
     """
 
     expiry: Expiry | None = None  # watches each socket's token (set once the socket layer is built)
@@ -94,8 +94,7 @@ class Connector:
         node: str = "",
         events_per_second: float = 20.0,
         revoked: Revoked | None = None,
-        user_sockets: UserSockets | None = None,
-        max_sockets_per_user: int = 0,
+        user_count: UserCount | None = None,
     ) -> None:
         self._server = server
         self._auth = auth
@@ -108,8 +107,7 @@ class Connector:
         self._node = node
         self._events_per_second = events_per_second
         self._revoked = revoked
-        self._user_sockets = user_sockets
-        self._max_sockets_per_user = max_sockets_per_user
+        self._user_count = user_count
 
     async def open(self, eio_sid: str, environ: dict[str, Any], auth: dict[str, Any]) -> None:
         """Authenticate a CONNECT, restore its session if it brings one, and set the socket up.
@@ -232,24 +230,12 @@ class Connector:
         raise exceptions.ConnectionRefusedError(code, {"code": code}) from None
 
     async def _count(self, user_id: str, conn: str, replaces: str | None) -> bool:
-        """Count the connection for its user, in place of `replaces` (the one a recovery takes over).
-
-        False when the user is at the limit; a backend outage admits.
-        """
-        if self._user_sockets is None:
-            return True
-        try:
-            return await self._user_sockets.acquire(user_id, conn, self._max_sockets_per_user, replaces)
-        except BackendUnavailable:
-            log.warning("sockets of user=%s not counted: backend unavailable", user_id)
-            return True
+        """Count the connection for its user, in place of `replaces`; False when the user is at the limit."""
+        return await self._user_count.acquire(user_id, conn, replaces) if self._user_count is not None else True
 
     async def _uncount(self, user_id: str, conn: str) -> None:
-        if self._user_sockets is not None:
-            try:
-                await self._user_sockets.release(user_id, conn)
-            except BackendUnavailable:
-                log.warning("sockets of user=%s not released: backend unavailable", user_id)
+        if self._user_count is not None:
+            await self._user_count.release(user_id, conn)
 
     def _is_offset(self, offset: str) -> bool:
         try:

@@ -29,7 +29,7 @@ class Batching(redis.Redis):
     """A redis-py client whose commands are sent in one pipeline per turn of the event loop.
 
     Build it over a pool another client owns (`Batching(connection_pool=pool)`); it does not close it.
-    `batches` and `commands` count what it sent, for the metrics and the tests.
+    `batches` and `commands` count the pipelines and the commands it sent.
     """
 
     def __init__(self, *, connection_pool: redis.ConnectionPool) -> None:

@@ -105,6 +105,8 @@ class RedisRevocations(Revocations):
         self._copy.record(user_id, room, at, recorded)
 
     async def _get_all(self, user_id: str, rooms: Sequence[str]) -> list[float | None]:
+        if self.seconds <= 0:  # none are kept
+            return [None] * len(rooms)
         if self._copied:
             return [await self._copy.room_revoked(user_id, room) for room in rooms]
         return await self._read_all(user_id, rooms)

@@ -83,8 +83,7 @@ class Subscriber:
                     while True:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None and message["type"] == "message":
-                            channel = message["channel"]
-                            self._received[channel.decode()](channel, message["data"])
+                            self._hand_over(message["channel"], message["data"])
             except BackendUnavailable as exc:
                 for lost in self._lost:
                     lost()
@@ -93,3 +92,10 @@ class Subscriber:
             finally:
                 with contextlib.suppress(BackendUnavailable), unavailable():
                     await pubsub.aclose()
+
+    def _hand_over(self, channel: bytes, data: bytes) -> None:
+        """A message to its channel's callback; a callback that fails loses that message, not the subscription."""
+        try:
+            self._received[channel.decode()](channel, data)
+        except Exception:
+            log.exception("a message on %s could not be handled", channel.decode(errors="replace"))
