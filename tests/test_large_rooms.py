@@ -8,6 +8,9 @@ import time
 
 import pytest
 
+from sio_push.engines import Push
+from sio_push.keys import ENGINE
+
 from .conftest import TIMEOUT, Client, Server
 
 
@@ -73,6 +76,25 @@ async def test_a_room_turns_large_above_the_limit_and_back_at_four_fifths(make_s
 
     await _member(connect, server, "u9")
     await watcher.presence_until(ROOM, lambda view: set(view) == {"u0", "u1", "u9"})
+
+
+async def test_a_presence_diff_that_arrives_once_the_room_is_large_is_not_delivered(make_server, connect):
+    server = await make_server(presence_max_users=LIMIT)
+    watcher, _ = await _member(connect, server, "u0")
+    for n in (1, 2, 3):
+        await _member(connect, server, f"u{n}")
+    while not _large((await watcher.next("presence_state"))[1][0], 4, 4):
+        pass
+    broker = server.app[ENGINE].broker  # as a diff made before the switch and delivered after it
+    late = {"room": ROOM, "joins": {f"u{n}": {"metas": [{"phx_ref": str(n)}]} for n in range(200)}, "leaves": {}}
+    await broker.publish(Push((ROOM,), "presence_diff", late, volatile=True))
+    await broker.publish(Push((ROOM,), "marker", {}, volatile=True))  # after it on the same channel
+    seen: list[str] = []
+    for _ in range(100):  # every event up to the marker
+        seen.append((await watcher.next())[0])
+        if seen[-1] == "marker":
+            break
+    assert seen[-1] == "marker" and "presence_diff" not in seen
 
 
 async def test_presence_count_comes_at_most_once_a_second_and_ends_with_the_latest(make_server, connect):

@@ -71,6 +71,7 @@ class Fanout:
         self._deliveries = metrics.deliveries if metrics is not None else None
         self.others: Others | None = None  # set once, when the other protocol is served
         self._internal: Callable[[Push], None] | None = None
+        self._held_back: Callable[[Push], bool] | None = None
         # offset -> the push's packet and frame: recovering sockets replay the same recent pushes
         self._encoded: OrderedDict[str, tuple[eio_packet.Packet, bytes]] = OrderedDict()
         self._encoded_bytes = 0
@@ -78,6 +79,10 @@ class Fanout:
     def on_internal(self, handler: Callable[[Push], None]) -> None:
         """Hand every push whose event starts with `INTERNAL` to `handler` (in this process), instead of sockets."""
         self._internal = handler
+
+    def hold_back(self, rule: Callable[[Push], bool]) -> None:
+        """Deliver no push for which `rule` is true (it is out of date by the time it arrives)."""
+        self._held_back = rule
 
     def reply_connect(self, eio_sid: str, data: dict[str, str]) -> None:
         """Queue the CONNECT reply of namespace "/" (`{"sid", "pid"}`)."""
@@ -139,6 +144,8 @@ class Fanout:
         if push.event.startswith(INTERNAL):
             if self._internal is not None:
                 self._internal(push)
+            return
+        if self._held_back is not None and self._held_back(push):
             return
         self.write_push(push, offset)
 

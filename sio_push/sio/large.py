@@ -71,9 +71,15 @@ class LargeRooms:
         self._batch_seconds = batch_seconds
         self._typing: dict[str, dict[str, dict[str, Any]]] = {}  # room -> user_id -> presence_typing pending
         fanout.on_internal(self._received)
+        fanout.hold_back(self._late_diff)
 
     def is_large(self, room: str) -> bool:
         return self._mode.get(room, False)
+
+    def _late_diff(self, push: Push) -> bool:
+        """A presence diff that reaches a room once it is large: made before the switch, delivered after it
+        (through Redis, behind a crowd's joins). A large room gets no diffs; its members got its counts."""
+        return push.event == "presence_diff" and len(push.rooms) == 1 and self.is_large(push.rooms[0])
 
     async def changed(self, change: Change) -> None:
         """A `RoomWatch` listener: announce a switch, note an unknown room's mode, announce a count change."""
