@@ -20,17 +20,20 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RETRY_AFTER = "1"  # seconds, on every 503: the backend or broker is expected back soon
 
 
+def _headers(status: int) -> dict[str, str] | None:
+    """A 503 says when to retry."""
+    return {"Retry-After": RETRY_AFTER} if status == 503 else None
+
+
 def answer(status: int, **fields: Any) -> web.Response:
-    """The API's JSON answer: `{"status": status, ...fields}` with that HTTP status (a 503 says when to retry)."""
-    headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
-    return web.json_response({"status": status, **fields}, status=status, headers=headers)
+    """The API's JSON answer: `{"status": status, ...fields}` with that HTTP status."""
+    return web.json_response({"status": status, **fields}, status=status, headers=_headers(status))
 
 
 def json_error(cls: type[web.HTTPException], **fields: Any) -> web.HTTPException:
-    """An HTTP error carrying the API's JSON body, to raise from a handler (a 503 says when to retry)."""
+    """An HTTP error carrying the API's JSON body, to raise from a handler."""
     status = cls.status_code
-    headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
-    return cls(text=json.dumps({"status": status, **fields}), content_type="application/json", headers=headers)
+    return cls(text=json.dumps({"status": status, **fields}), content_type="application/json", headers=_headers(status))
 
 
 @web.middleware

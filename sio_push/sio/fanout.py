@@ -70,19 +70,15 @@ class Fanout:
         self._server = server
         self._deliveries = metrics.deliveries if metrics is not None else None
         self.others: Others | None = None  # set once, when the other protocol is served
-        self._internal: Callable[[Push], None] | None = None
-        self._held_back: Callable[[Push], bool] | None = None
+        self._intercept: Callable[[Push], bool] | None = None
         # offset -> the push's packet and frame: recovering sockets replay the same recent pushes
         self._encoded: OrderedDict[str, tuple[eio_packet.Packet, bytes]] = OrderedDict()
         self._encoded_bytes = 0
 
-    def on_internal(self, handler: Callable[[Push], None]) -> None:
-        """Hand every push whose event starts with `INTERNAL` to `handler` (in this process), instead of sockets."""
-        self._internal = handler
-
-    def hold_back(self, rule: Callable[[Push], bool]) -> None:
-        """Deliver no push for which `rule` is true (it is out of date by the time it arrives)."""
-        self._held_back = rule
+    def intercept(self, handler: Callable[[Push], bool]) -> None:
+        """Show `handler` every push first: those it takes (True) are not written to sockets. Every push whose
+        event starts with `INTERNAL` is for it alone, whatever it answers."""
+        self._intercept = handler
 
     def reply_connect(self, eio_sid: str, data: dict[str, str]) -> None:
         """Queue the CONNECT reply of namespace "/" (`{"sid", "pid"}`)."""
@@ -141,13 +137,9 @@ class Fanout:
         socket.allow(size, written=True)
 
     async def deliver(self, push: Push, offset: str | None) -> None:
-        if push.event.startswith(INTERNAL):
-            if self._internal is not None:
-                self._internal(push)
-            return
-        if self._held_back is not None and self._held_back(push):
-            return
-        self.write_push(push, offset)
+        taken = self._intercept is not None and self._intercept(push)
+        if not taken and not push.event.startswith(INTERNAL):
+            self.write_push(push, offset)
 
     def write_push(self, push: Push, offset: str | None = None) -> None:
         """Write `push` to the local sockets in its rooms (of both protocols), now, without yielding."""

@@ -70,15 +70,18 @@ class LargeRooms:
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch_seconds = batch_seconds
         self._typing: dict[str, dict[str, dict[str, Any]]] = {}  # room -> user_id -> presence_typing pending
-        fanout.on_internal(self._received)
-        fanout.hold_back(self._late_diff)
+        fanout.intercept(self._intercept)
 
     def is_large(self, room: str) -> bool:
         return self._mode.get(room, False)
 
-    def _late_diff(self, push: Push) -> bool:
-        """A presence diff that reaches a room once it is large: made before the switch, delivered after it
-        (through Redis, behind a crowd's joins). A large room gets no diffs; its members got its counts."""
+    def _intercept(self, push: Push) -> bool:
+        """Take the announcements between processes, and a presence diff that reaches a room once it is large
+        (made before the switch, delivered after it, as through Redis behind a crowd's joins): a large room
+        gets no diffs, its members got its counts."""
+        if push.event.startswith(INTERNAL):
+            self._received(push)
+            return True
         return push.event == "presence_diff" and len(push.rooms) == 1 and self.is_large(push.rooms[0])
 
     async def changed(self, change: Change) -> None:
