@@ -21,11 +21,12 @@ from .sio import create_socket_layer
 from .webhooks import Webhooks, webhooks_ctx
 
 SOCKETIO_PATH = "socket.io"
-# The kernel's queue of connections not yet accepted. aiohttp's default (128) overflows in a reconnect
-# storm, and a dropped SYN is retried by the client's kernel after 1, 3, 7 s...: handshakes then wait past
-# socket.io-client's 20 s timeout before the server ever sees them, let alone answers 503. Node uses 511.
-# (Linux caps it at net.core.somaxconn.)
-BACKLOG = 2048
+# The kernel's queue of connections not yet accepted, as long as the kernel allows (it caps it at
+# net.core.somaxconn, 4096 by default since Linux 5.4). In a crowd of handshakes a short queue overflows:
+# a dropped SYN is retried by the client's kernel after 1, 3, 7 s... (past socket.io-client's 20 s timeout
+# before the server ever sees it), and once SYN cookies are in play the kernel resets some connections
+# outright (10,000 handshakes at once on Redis: 618 reset with 2048, none with 4096). Node uses 511.
+BACKLOG = 65535
 
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:

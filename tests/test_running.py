@@ -3,13 +3,16 @@ the settings' names and defaults, and what the access log leaves out."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from sio_push.config import DEV_SERVICE_KEY, load_settings
 
@@ -48,6 +51,17 @@ def test_transport_and_connect_timeout_settings():
     assert load_settings({**GOOD, "PUSH_CONNECT_TIMEOUT": "3"}).connect_timeout_seconds == 3
     assert load_settings(GOOD).presence_batch_seconds == 0.1
     assert load_settings(GOOD).recovery_log_size == 100_000
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+async def test_the_listen_queue_is_as_long_as_the_kernel_allows(server):
+    # For a listening socket, ss shows the queue's length (the backlog, after the kernel's cap) as Send-Q.
+    ss = await asyncio.create_subprocess_exec("ss", "-Hltn", f"sport = :{server.port}", stdout=subprocess.PIPE)
+    out, _ = await asyncio.wait_for(ss.communicate(), 10)
+    lines = out.decode().split()
+    with open("/proc/sys/net/core/somaxconn") as f:  # noqa: ASYNC230 (procfs: never blocks)
+        somaxconn = int(f.read())
+    assert int(lines[2]) == min(somaxconn, 65535)
 
 
 async def test_development_mode_says_so_loudly_and_uses_the_well_known_key(processes):
