@@ -4,6 +4,7 @@ the settings' names and defaults, and what the access log leaves out."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from sio_push.cli import GC_THRESHOLDS, _tune_gc
 from sio_push.config import DEV_SERVICE_KEY, load_settings
 
 from .conftest import make_token
@@ -51,6 +53,16 @@ def test_transport_and_connect_timeout_settings():
     assert load_settings({**GOOD, "PUSH_CONNECT_TIMEOUT": "3"}).connect_timeout_seconds == 3
     assert load_settings(GOOD).presence_batch_seconds == 0.1
     assert load_settings(GOOD).recovery_log_size == 100_000
+
+
+def test_once_listening_the_collector_runs_less_and_skips_what_was_loaded():
+    before = gc.get_threshold()
+    try:
+        _tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
