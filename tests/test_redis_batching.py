@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sio_push.engines.redis.batching import MAX_BATCH, Batching
 
@@ -84,6 +85,24 @@ async def test_an_unreachable_redis_fails_every_caller_of_the_batch():
             asyncio.gather(batching.get("a"), batching.set("b", 1), return_exceptions=True), TIMEOUT
         )
         assert all(isinstance(result, RedisConnectionError) for result in results)
+    finally:
+        await batching.aclose()
+        await plain.aclose()
+
+
+async def test_a_batch_past_its_timeout_fails_its_callers_and_the_next_one_gets_through(redis_server):
+    # Replies have no read timeout each (the pool has no socket timeout): the batch as a whole is bounded.
+    plain = redis.Redis.from_pool(redis.ConnectionPool.from_url(redis_server.url))
+    batching = Batching(connection_pool=redis.ConnectionPool.from_url(redis_server.url), timeout=0.5, owns_pool=True)
+    try:
+        assert await batching.ping()
+        await plain.execute_command("CLIENT", "PAUSE", "1500", "ALL")  # Redis answers no client for 1.5 s
+        results = await asyncio.wait_for(
+            asyncio.gather(batching.get("a"), batching.set("b", 1), return_exceptions=True), TIMEOUT
+        )
+        assert all(isinstance(result, RedisTimeoutError) for result in results), results
+        await plain.execute_command("CLIENT", "UNPAUSE")
+        assert await asyncio.wait_for(batching.ping(), TIMEOUT)  # on a fresh connection, in step
     finally:
         await batching.aclose()
         await plain.aclose()

@@ -27,7 +27,8 @@ REAP_EVERY = 2.0
 # A storm of connects and joins asks more of Redis than it can answer at once: the pool is bounded, and a
 # caller over it waits its turn (BlockingConnectionPool) rather than failing, for up to POOL_WAIT seconds;
 # a reply may take SOCKET_TIMEOUT while Redis or this event loop is busy. Backpressure, not errors.
-MAX_CONNECTIONS = 32
+MAX_CONNECTIONS = 32  # the auto-pipelined commands'
+READER_CONNECTIONS = 8  # the blocking reads' and the subscriptions' (a few, each held long)
 POOL_WAIT = 20.0
 SOCKET_TIMEOUT = 15.0
 
@@ -35,8 +36,8 @@ SOCKET_TIMEOUT = 15.0
 class RedisEngine(Engine):
     """Redis: every process shares pushes, presence and sessions, and notices when another one dies.
 
-    :param client: the auto-pipelined client most commands go through.
-    :param reader: the plain client over the same pool, for blocking reads; the engine closes it and the pool.
+    :param client: the auto-pipelined client most commands go through; the engine closes it and its pool.
+    :param reader: the plain client of blocking reads and subscriptions; the engine closes it and its pool.
     :param nodes: this process's heartbeat.
     """
 
@@ -103,19 +104,24 @@ class RedisEngine(Engine):
 
 def create_redis_engine(settings: Settings) -> RedisEngine:
     """The Redis engine of `settings.redis_url`, its keys under `settings.redis_prefix`."""
-    if not settings.redis_url:
+    url = settings.redis_url
+    if not url:
         raise ValueError("the Redis engine needs a Redis URL")
     node_id = new_node_id()
     window = settings.recovery_seconds
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=POOL_WAIT,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=2,
-    )
-    reader = redis.Redis.from_pool(pool)  # owns the pool and closes it; blocking reads go through it
-    client = Batching(connection_pool=pool)  # every other command, auto-pipelined
+
+    def pool(connections: int, socket_timeout: float | None) -> redis.BlockingConnectionPool:
+        return redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=connections,
+            timeout=POOL_WAIT,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=2,
+        )
+
+    reader = redis.Redis.from_pool(pool(READER_CONNECTIONS, SOCKET_TIMEOUT))  # blocking reads, subscriptions
+    # Every other command, auto-pipelined; each batch bounded as a whole (its replies have no timeout each).
+    client = Batching(connection_pool=pool(MAX_CONNECTIONS, None), timeout=POOL_WAIT + SOCKET_TIMEOUT, owns_pool=True)
     prefix = settings.redis_prefix
     nodes = Nodes(client, prefix, node_id, keep=window)
     broker = RedisBroker(
@@ -124,7 +130,7 @@ def create_redis_engine(settings: Settings) -> RedisEngine:
     sessions = RedisSessions(window, client, prefix, nodes) if window else None
     presence = RedisPresence(client, prefix, nodes)
     occupancy = RedisOccupancy(client, prefix, nodes, settings.presence_max_users)
-    subscriber = Subscriber(client)
+    subscriber = Subscriber(reader)
     revocations = RedisRevocations(settings.revocation_seconds, client, prefix, subscriber)
     user_sockets = RedisUserSockets(client, prefix, nodes)
     return RedisEngine(

@@ -11,8 +11,12 @@ over it (a script's `NOSCRIPT` comes back to its own caller, which loads it and 
 
 Order is kept where a caller can see it: a coroutine's next command is issued after the reply to its
 last. Commands of different coroutines were never ordered; now they may share a pipeline. Blocking
-commands (`XREAD BLOCK`) must not go through it, or they would hold up the whole batch: the broker reads
-with a plain client over the same pool.
+commands (`XREAD BLOCK`) and subscriptions must not go through it, or they would hold up the whole batch:
+they have a plain client of their own.
+
+A whole batch, from waiting for a connection of the pool to its last reply, is bounded by one timeout:
+its pool's connections have no read timeout of their own, which redis-py would otherwise arm and disarm
+for every reply of the pipeline (about a fifth of the client's CPU in a crowd of connects).
 """
 
 from __future__ import annotations
@@ -28,12 +32,19 @@ MAX_BATCH = 512  # commands in one pipeline; a bigger queue is sent as several
 class Batching(redis.Redis):
     """A redis-py client whose commands are sent in one pipeline per turn of the event loop.
 
-    Build it over a pool another client owns (`Batching(connection_pool=pool)`); it does not close it.
     `batches` and `commands` count the pipelines and the commands it sent.
+
+    :param timeout: seconds a batch may take, from waiting for a connection to its last reply (None: no
+        bound but the pool's); past it every caller of the batch gets redis-py's `TimeoutError`.
+    :param owns_pool: close the pool on `aclose` (else it stays its owner's).
     """
 
-    def __init__(self, *, connection_pool: redis.ConnectionPool) -> None:
+    def __init__(
+        self, *, connection_pool: redis.ConnectionPool, timeout: float | None = None, owns_pool: bool = False
+    ) -> None:
         super().__init__(connection_pool=connection_pool)
+        self._timeout = timeout
+        self._owns_pool = owns_pool
         self._queue: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]] = []
         self._flushing: set[asyncio.Task[None]] = set()
         self.batches = 0
@@ -61,8 +72,11 @@ class Batching(redis.Redis):
         for args, options, _ in batch:
             pipe.execute_command(*args, **options)
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            async with asyncio.timeout(self._timeout):
+                replies = await pipe.execute(raise_on_error=False)
         except BaseException as exc:  # the connection failed (or this task was cancelled): every caller hears
+            if isinstance(exc, TimeoutError):  # redis-py has closed the connection it was reading
+                exc = redis.TimeoutError(f"no reply within {self._timeout} s")
             for _, _, reply in batch:
                 if not reply.done():
                     reply.set_exception(exc if isinstance(exc, Exception) else redis.ConnectionError("cancelled"))
@@ -78,7 +92,7 @@ class Batching(redis.Redis):
                 reply.set_result(result)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        """Wait for the batches under way, then close as redis-py does (the pool stays its owner's)."""
+        """Wait for the batches under way, then close as redis-py does (the pool too, if it owns it)."""
         if self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
-        await super().aclose(close_connection_pool)
+        await super().aclose(self._owns_pool if close_connection_pool is None else close_connection_pool)

@@ -34,7 +34,9 @@ def translated(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Corouti
 
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        with unavailable():
+        try:  # as `unavailable()` does, without a context manager's generator on every call
             return await func(*args, **kwargs)
+        except RedisError as exc:
+            raise BackendUnavailable(type(exc).__name__) from exc
 
     return wrapper
